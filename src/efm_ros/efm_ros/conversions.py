@@ -1,0 +1,156 @@
+"""Messages <-> numpy arrays, validated (STYLE.md: nodes are thin adapters).
+
+Images are converted with numpy (ROS 2 ``cv_bridge`` is not installable from PyPI; see
+PLATFORM.md). Every field read from a message is checked; bad input raises
+:class:`ValueError` with a reason the node logs and counts, never crashes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import Image
+
+from efm_interfaces.msg import Observation
+
+#: encodings accepted from cameras, with their channel count
+ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
+
+
+def image_to_msg(
+    array: np.ndarray, *, encoding: str = "rgb8", stamp: Time | None = None, frame_id: str = ""
+) -> Image:
+    """Build a ``sensor_msgs/Image`` from an ``(H, W, C)`` or ``(H, W)`` uint8 array."""
+    image = np.asarray(array)
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}")
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unsupported encoding {encoding!r}; valid: {sorted(ENCODINGS)}")
+    channels = ENCODINGS[encoding]
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] != channels or 0 in image.shape:
+        raise ValueError(f"{encoding} image must have shape (H, W, {channels}), got {array.shape}")
+    msg = Image()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(image.shape[0]), int(image.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = msg.width * channels
+    msg.data = np.ascontiguousarray(image).tobytes()  # bytes: ~30x faster than an array
+    return msg
+
+
+def msg_to_image(msg: Image) -> np.ndarray:
+    """``sensor_msgs/Image`` -> ``(H, W, 3)`` uint8 RGB (mono is repeated, alpha dropped).
+
+    Refuses unknown encodings, empty images, a ``step`` that does not match the width, and
+    a data size that does not match ``step * height``.
+    """
+    if msg.encoding not in ENCODINGS:
+        raise ValueError(f"unsupported image encoding {msg.encoding!r}; valid: {sorted(ENCODINGS)}")
+    channels = ENCODINGS[msg.encoding]
+    if msg.height == 0 or msg.width == 0:
+        raise ValueError(f"empty image ({msg.width}x{msg.height})")
+    if msg.step < msg.width * channels:
+        raise ValueError(
+            f"image step {msg.step} is smaller than width*channels = {msg.width * channels}"
+        )
+    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if data.size != msg.step * msg.height:
+        raise ValueError(
+            f"image data has {data.size} bytes, expected step*height = {msg.step * msg.height}"
+        )
+    rows = data.reshape(msg.height, msg.step)[:, : msg.width * channels]
+    image = rows.reshape(msg.height, msg.width, channels)
+    if msg.encoding in ("bgr8", "bgra8"):
+        image = image[:, :, 2::-1]
+    elif msg.encoding == "rgba8":
+        image = image[:, :, :3]
+    elif channels == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image)
+
+
+def make_observation(
+    *,
+    station: str,
+    step: int,
+    instruction: str,
+    images: dict[str, np.ndarray],
+    previous_images: dict[str, np.ndarray] | None = None,
+    proprioception: Sequence[float] = (),
+    proprio_names: Sequence[str] = (),
+    stamp: Time | None = None,
+    frame_id: str = "",
+) -> Observation:
+    """Build an ``efm_interfaces/Observation`` from arrays (cameras in dict order)."""
+    if len(proprioception) != len(proprio_names):
+        raise ValueError(
+            f"{len(proprioception)} proprioception values but {len(proprio_names)} names"
+        )
+    state = np.asarray(proprioception, dtype=np.float32)
+    if not np.all(np.isfinite(state)):
+        raise ValueError("proprioception contains NaN/inf")
+    msg = Observation()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.station = station
+    msg.step = int(step)
+    msg.instruction = instruction
+    msg.camera_names = list(images)
+    msg.images = [image_to_msg(img, stamp=stamp, frame_id=frame_id) for img in images.values()]
+    if previous_images:
+        if list(previous_images) != list(images):
+            raise ValueError("previous_images must name the same cameras as images, same order")
+        msg.previous_images = [
+            image_to_msg(img, stamp=stamp, frame_id=frame_id) for img in previous_images.values()
+        ]
+    msg.proprio_names = list(proprio_names)
+    msg.proprioception = state.tolist()
+    return msg
+
+
+def observation_arrays(msg: Observation) -> dict[str, object]:
+    """Validate an Observation and return its content as arrays.
+
+    Returns ``{"images": {name: (H,W,3) uint8}, "previous_images": {...} (current frame
+    repeated when absent), "proprioception": float32 array, "proprio_names": [...],
+    "instruction": str, "station": str, "step": int}``.
+    """
+    names = list(msg.camera_names)
+    if len(names) != len(msg.images):
+        raise ValueError(f"{len(msg.images)} images but {len(names)} camera names")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate camera names {names}")
+    if msg.previous_images and len(msg.previous_images) != len(names):
+        raise ValueError(f"{len(msg.previous_images)} previous images for {len(names)} cameras")
+    images = {name: msg_to_image(img) for name, img in zip(names, msg.images, strict=True)}
+    if msg.previous_images:
+        previous = {
+            name: msg_to_image(img) for name, img in zip(names, msg.previous_images, strict=True)
+        }
+        for name in names:
+            if previous[name].shape != images[name].shape:
+                raise ValueError(f"camera {name!r}: previous frame shape differs from current")
+    else:
+        previous = dict(images)
+    state = np.asarray(msg.proprioception, dtype=np.float32)
+    if len(msg.proprio_names) != state.size:
+        raise ValueError(f"{state.size} proprioception values but {len(msg.proprio_names)} names")
+    if not np.all(np.isfinite(state)):
+        raise ValueError("proprioception contains NaN/inf")
+    return {
+        "images": images,
+        "previous_images": previous,
+        "proprioception": state,
+        "proprio_names": list(msg.proprio_names),
+        "instruction": msg.instruction,
+        "station": msg.station,
+        "step": int(msg.step),
+    }

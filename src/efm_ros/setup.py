@@ -1,0 +1,22 @@
+"""ament_python package efm_ros: builds with colcon on a robot computer, or `pip install -e` in a venv."""
+
+from setuptools import find_packages, setup
+
+package_name = "efm_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "tests"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="efm developers",
+    maintainer_email="dev@efm.invalid",
+    description="ROS 2 nodes of efm: sim robot driver, camera ingestion, policy, steps-to-go reward and success service, episode recorder, actor, learner and coordinator.",
+    license="Apache-2.0",
+    entry_points={"console_scripts": []},
+)
