@@ -39,7 +39,7 @@ lock:
 	rm -rf /tmp/efm-lock && python3 -m venv /tmp/efm-lock
 	/tmp/efm-lock/bin/pip install -q torch==2.13.0
 	/tmp/efm-lock/bin/pip install -q -r requirements/base.in
-	/tmp/efm-lock/bin/pip freeze | grep -vE '^(torch==|-e )' > requirements/lock.txt
+	/tmp/efm-lock/bin/python scripts/freeze_lock.py > requirements/lock.txt
 
 clean:
 	rm -rf build .venv .pytest_cache .ruff_cache
