@@ -23,7 +23,9 @@ fi
 VPY=$VENV/bin/python
 PIP=("$VPY" -m pip --disable-pip-version-check)
 
-deps_hash=$(hash_of requirements/lock.txt scripts/setup.sh)
+# Bump DEPS_RECIPE when the install commands below change meaningfully.
+DEPS_RECIPE="torch==2.13.0 first; lock v1"
+deps_hash=$( (echo "$DEPS_RECIPE"; cat requirements/lock.txt) | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$VENV/.efm-deps" 2>/dev/null)" != "$deps_hash" ]; then
   step "installing torch==2.13.0 (CPU) first"
   "${PIP[@]}" install -q "torch==2.13.0"
@@ -33,11 +35,14 @@ if [ "$(cat "$VENV/.efm-deps" 2>/dev/null)" != "$deps_hash" ]; then
   echo "$deps_hash" > "$VENV/.efm-deps"
 fi
 
-pkgs_hash=$(hash_of src/efm_learning/setup.py src/efm_sim/setup.py src/efm_ros/setup.py "$VENV/.efm-deps")
+pkgs_hash=$(hash_of src/efm_learning/setup.py src/efm_sim/setup.py src/efm_ros/setup.py \
+  "$VENV/.efm-deps" scripts/setup.sh)
 if [ "$(cat "$VENV/.efm-pkgs" 2>/dev/null)" != "$pkgs_hash" ]; then
   step "installing efm_learning, efm_sim, efm_ros (editable)"
   mkdir -p "$ROOT/build"
-  if ! "${PIP[@]}" install -q --no-deps --no-build-isolation \
+  # compat mode: a .pth path entry, so `import efm_sim` finds the real package even when
+  # tests/efm_sim (a namespace directory) is on sys.path under pytest.
+  if ! "${PIP[@]}" install -q --no-deps --no-build-isolation --config-settings editable_mode=compat \
       -e src/efm_sim -e src/efm_learning -e src/efm_ros > "$ROOT/build/editable.log" 2>&1; then
     cat "$ROOT/build/editable.log"; exit 1
   fi

@@ -18,5 +18,13 @@ setup(
     maintainer_email="dev@efm.invalid",
     description="ROS 2 nodes of efm: sim robot driver, camera ingestion, policy, steps-to-go reward and success service, episode recorder, actor, learner and coordinator.",
     license="Apache-2.0",
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "camera_ingest = efm_ros.camera_ingest:main",
+            "episode_recorder = efm_ros.episode_recorder:main",
+            "sim_robot = efm_ros.sim_robot:main",
+            "steps_to_go = efm_ros.steps_to_go_node:main",
+            "policy = efm_ros.policy_node:main",
+        ]
+    },
 )

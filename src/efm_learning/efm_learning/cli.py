@@ -1,52 +1,147 @@
-"""The ``efm`` command line (placeholder until the learning core lands: issue 4).
+"""``efm``: command line for the learning core (Stage 1, Stage 2, evaluation, demo).
 
-``efm demo`` currently runs the foundation's math on one synthetic episode, printing each
-quantity of Algorithm 1: tokenized actions (Appendix E), steps-to-go d (Eq. 1), rewards
-(Eq. 2), Monte-Carlo returns and the success detector (Eq. 3).
+    efm sft      --config config/pointmass.yaml        Stage 1: BC + steps-to-go SFT
+    efm improve  --config config/pointmass.yaml        Stage 2: Self-Improvement (Alg. 1)
+    efm eval     --config config/pointmass.yaml --checkpoint runs/pointmass/improve/best
+    efm demo                                          PointMass end to end + report
+
+Every command reads an experiment YAML (see config/) and accepts ``--set key.sub=value``
+overrides. Outputs go under the config's ``run_dir`` (runs/ is not tracked by git).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
 
-import numpy as np
-
-from efm_learning.returns import PAPER_GAMMA, discounted_returns, reinforce_constant
-from efm_learning.reward import rewards_from_steps_to_go
-from efm_learning.steps_to_go import language_table_steps_to_go
-from efm_learning.success_detector import SuccessDetector
-from efm_learning.tokenizers import LanguageTableActionTokenizer
-
-
-def demo() -> None:
-    """Label one synthetic 6-step episode the way a Stage 2 actor does."""
-    rng = np.random.default_rng(0)
-    actions = rng.uniform(-0.05, 0.05, size=(6, 2))
-    tokens = LanguageTableActionTokenizer(max_delta=0.05).encode(actions)
-    steps = language_table_steps_to_go()
-    true_remaining = np.array([12, 9, 10, 6, 3, 1, 0])
-    probs = np.eye(steps.num_bins)[steps.encode(true_remaining)]
-    d = steps.expected_steps(probs)
-    rewards = rewards_from_steps_to_go(d)
-    returns = discounted_returns(rewards, PAPER_GAMMA)
-    success = SuccessDetector(threshold=2.0)(d)
-    print("efm demo: foundation only (the practice loop arrives with issues 4-6)")
-    print(f"action tokens (sign, mag, sign, mag):\n{tokens}")
-    print(f"d(o_t, g):       {np.round(d, 2)}")
-    print(f"rewards r_t:     {np.round(rewards, 2)}")
-    print(f"returns R_t:     {np.round(returns, 2)} (gamma={PAPER_GAMMA})")
-    print(f"success d <= s:  {success.astype(int)}")
-    print(f"REINFORCE c:     {reinforce_constant():.3f}")
+DEFAULT_CONFIG = "config/pointmass.yaml"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="efm", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="run the largest end-to-end job available")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        demo()
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="efm",
+        description=(
+            "Self-Improving Embodied Foundation Models: Stage 1 supervised fine-tuning "
+            "(behavioural cloning + steps-to-go prediction) and Stage 2 Self-Improvement "
+            "(REINFORCE on rewards from the model's own steps-to-go predictions)."
+        ),
+        epilog="Example: efm demo   (PointMass data -> Stage 1 -> Stage 2 -> report)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def common(p: argparse.ArgumentParser, config_default: str | None = None) -> None:
+        p.add_argument("--config", default=config_default, required=config_default is None,
+                       help=f"experiment YAML (e.g. {DEFAULT_CONFIG})")
+        p.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a config key, e.g. sft.steps=1000")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("sft", help="Stage 1: supervised fine-tuning on a demo dataset",
+                       description="Stage 1 (paper Sec. 2.1): BC + steps-to-go, batch split "
+                       "uniformly; keeps best-validation checkpoints best_bc (policy init) and "
+                       "best_steps_to_go (reward model) separately, plus last (resumable).")
+    common(p)
+    p.add_argument("--generate", action="store_true",
+                   help="generate data.generate_episodes demos with efm_sim if data.dir is empty")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
+
+    p = sub.add_parser("improve", help="Stage 2: Self-Improvement from Stage 1 checkpoints",
+                       description="Stage 2 (Algorithm 1): on-policy episodes ended by the "
+                       "learned success detector, rewards from a frozen Stage 1 steps-to-go "
+                       "checkpoint, N REINFORCE updates of B per round; keeps the best round.")
+    common(p)
+    p.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
+
+    p = sub.add_parser("eval", help="ground-truth evaluation of a checkpoint in simulation",
+                       description="Run a checkpoint's policy on fixed simulator tasks and "
+                       "report success rate and episode length (evaluation only).")
+    common(p)
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--episodes", type=int, default=200)
+    p.add_argument("--greedy", action="store_true", help="take the most likely action tokens")
+
+    p = sub.add_parser("demo", help="PointMass end to end: data, Stage 1, Stage 2, report",
+                       description="Generates PointMass demos if needed, runs Stage 1, then "
+                       "Stage 2 for each seed, evaluates, plots trajectories and writes "
+                       "<run_dir>/report.md.")
+    common(p, DEFAULT_CONFIG)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="Stage 2 seeds")
+    p.add_argument("--quick", action="store_true",
+                   help="a short version (fewer demos, steps and rounds) for a smoke test")
+    p.add_argument("--figure", default=None, help="also save the trajectory figure here")
+    return parser
+
+
+QUICK_OVERRIDES = [
+    "data.generate_episodes=2000",
+    "sft.steps=3000",
+    "improve.rounds=16",
+    "improve.eval_episodes=100",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from efm_learning.config import ConfigError, load_config
+
+    overrides = list(args.overrides)
+    if args.command == "demo" and args.quick:
+        overrides = [*QUICK_OVERRIDES, "run_dir=runs/pointmass_quick",
+                     "data.dir=data/pointmass_quick", *overrides]
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as error:
+        print(f"efm: config error: {error}", file=sys.stderr)
+        return 2
+    progress = not args.quiet
+
+    if args.command == "sft":
+        from efm_learning.pipeline import ensure_dataset
+        from efm_learning.sft import train_sft
+
+        if args.generate:
+            ensure_dataset(cfg)
+        result = train_sft(cfg, resume=not args.no_resume, progress=progress)
+        print(json.dumps({"stage": "sft", "best_val": result.best_val,
+                          "checkpoints": {k: str(v) for k, v in result.checkpoints.items()},
+                          "samples_per_s": round(result.samples_per_s)}, indent=2))
+    elif args.command == "improve":
+        from efm_learning.self_improvement import self_improve
+
+        result = self_improve(cfg, resume=not args.no_resume, progress=progress)
+        print(json.dumps({"stage": "improve", "rounds_run": result.rounds_run,
+                          "best_round": result.best_round, "best": result.best_eval,
+                          "stopped_early": result.stopped_early,
+                          "directory": str(result.directory)}, indent=2))
+    elif args.command == "eval":
+        from efm_learning.checkpoint import load_checkpoint
+        from efm_learning.evaluation import Evaluator
+
+        policy, _ = load_checkpoint(Path(args.checkpoint))
+        ev = Evaluator(cfg.env, policy, cfg.improve.max_episode_steps, args.episodes,
+                       greedy=args.greedy, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
+        result = ev.evaluate(policy=policy)
+        print(json.dumps({"checkpoint": args.checkpoint, **result.as_metrics()}, indent=2))
+    elif args.command == "demo":
+        from efm_learning.pipeline import run_pipeline
+
+        print(f"efm demo: PointMass end to end with {args.config} -> {cfg.run_dir}/\n"
+              "  1. demonstrations: waypoint-PD demos (sub-optimal detours), efm_sim\n"
+              "  2. Stage 1: BC + steps-to-go SFT (best_bc / best_steps_to_go checkpoints)\n"
+              "  3. Stage 2: Self-Improvement with the learned reward and success detector\n"
+              f"  4. report: {cfg.run_dir}/report.md, learning curves, trajectory plot")
+        run_pipeline(cfg, args.seeds, Path(args.figure) if args.figure else None,
+                     progress=progress)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

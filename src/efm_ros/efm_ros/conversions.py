@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from efm_interfaces.msg import Observation
 
@@ -154,3 +154,125 @@ def observation_arrays(msg: Observation) -> dict[str, object]:
         "station": msg.station,
         "step": int(msg.step),
     }
+
+
+#: CompressedImage formats accepted (image_transport writes e.g. "rgb8; jpeg compressed bgr8")
+COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
+
+
+def compressed_to_image(msg: CompressedImage) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (jpeg or png) -> ``(H, W, 3)`` uint8 RGB, via Pillow.
+
+    Refuses unknown formats, empty payloads and data Pillow cannot decode.
+    """
+    import io
+
+    from PIL import Image as PilImage
+    from PIL import UnidentifiedImageError
+
+    fmt = msg.format.lower()
+    if not any(name in fmt for name in COMPRESSED_FORMATS):
+        raise ValueError(f"unsupported compressed image format {msg.format!r}; valid: jpeg, png")
+    data = bytes(msg.data)
+    if not data:
+        raise ValueError("empty compressed image")
+    try:
+        with PilImage.open(io.BytesIO(data)) as pil:
+            image = np.asarray(pil.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"cannot decode {msg.format!r} image: {error}") from error
+    if 0 in image.shape:
+        raise ValueError(f"empty image {image.shape}")
+    return image
+
+
+def image_to_compressed_msg(
+    array: np.ndarray, *, fmt: str = "png", stamp: Time | None = None, frame_id: str = ""
+) -> CompressedImage:
+    """Encode an ``(H, W, 3)`` uint8 RGB array as a jpeg or png ``sensor_msgs/CompressedImage``."""
+    import io
+
+    from PIL import Image as PilImage
+
+    if fmt not in ("jpeg", "png"):
+        raise ValueError(f"fmt must be 'jpeg' or 'png', got {fmt!r}")
+    image = np.asarray(array)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        raise ValueError(f"expected a non-empty (H, W, 3) uint8 image, got {image.shape}")
+    buffer = io.BytesIO()
+    PilImage.fromarray(image).save(buffer, format=fmt.upper())
+    msg = CompressedImage(format=fmt, data=buffer.getvalue())
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def joint_positions(msg: JointState, names: Sequence[str]) -> np.ndarray:
+    """Positions of ``names`` (in that order) from a ``sensor_msgs/JointState`` as float32.
+
+    Refuses name/position length mismatches, missing joints and NaN/inf values.
+    """
+    if len(msg.name) != len(msg.position):
+        raise ValueError(
+            f"joint_states has {len(msg.name)} names but {len(msg.position)} positions"
+        )
+    index = {name: i for i, name in enumerate(msg.name)}
+    missing = [name for name in names if name not in index]
+    if missing:
+        raise ValueError(f"joint_states lacks joints {missing}")
+    values = np.asarray([msg.position[index[name]] for name in names], dtype=np.float32)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("joint_states contains NaN/inf positions")
+    return values
+
+
+#: keys of an ``episode/events`` message (std_msgs/String JSON), per event
+EPISODE_EVENT_KEYS = {
+    "start": {"required": {"episode_id"}, "optional": {"instruction", "policy_version"}},
+    "stop": {"required": {"episode_id"}, "optional": {"success", "length"}},
+}
+
+
+def parse_episode_event(text: str) -> dict[str, object]:
+    """Validate one ``episode/events`` JSON message and return it as a dict.
+
+    ``{"event": "start", "episode_id": str, "instruction": str, "policy_version": int >= 0}``
+    or ``{"event": "stop", "episode_id": str, "success": bool, "length": int >= 0}``.
+    ``episode_id`` must be a safe folder name (letters, digits, ``_ . -``). Unknown events
+    or keys are refused (a misspelt key must not be dropped silently).
+    """
+    import json
+    import re
+
+    try:
+        event = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"episode event is not JSON: {error}") from error
+    if not isinstance(event, dict):
+        raise ValueError(f"episode event must be a JSON object, got {type(event).__name__}")
+    kind = event.get("event")
+    if kind not in EPISODE_EVENT_KEYS:
+        raise ValueError(f"episode event 'event' must be one of {sorted(EPISODE_EVENT_KEYS)}")
+    keys = EPISODE_EVENT_KEYS[kind]
+    given = set(event) - {"event"}
+    if keys["required"] - given:
+        raise ValueError(f"{kind} event lacks {sorted(keys['required'] - given)}")
+    unknown = given - keys["required"] - keys["optional"]
+    if unknown:
+        raise ValueError(f"{kind} event has unknown keys {sorted(unknown)}")
+    episode_id = event["episode_id"]
+    if not isinstance(episode_id, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,128}", episode_id):
+        raise ValueError(f"episode_id must match [A-Za-z0-9_.-]{{1,128}}, got {episode_id!r}")
+    if episode_id in (".", ".."):
+        raise ValueError(f"episode_id {episode_id!r} is not a folder name")
+    checks = {
+        "instruction": lambda v: isinstance(v, str),
+        "policy_version": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "success": lambda v: isinstance(v, bool),
+        "length": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    }
+    for key in given - {"episode_id"}:
+        if not checks[key](event[key]):
+            raise ValueError(f"{kind} event: invalid {key} {event[key]!r}")
+    return event

@@ -1,0 +1,127 @@
+"""Loads efm checkpoints for nodes and swaps them without stopping the control loop.
+
+Checkpoints are safetensors + JSON config with a SHA256SUMS file, verified by
+``efm_learning.checkpoint`` before anything is read; a WeightsUpdate additionally names the
+sha256 of ``model.safetensors``, which must match too. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from efm_learning.checkpoint import MODEL_FILE, load_checkpoint, sha256_file
+from efm_sim import keys
+
+
+def checkpoint_path(uri: str) -> Path:
+    """``file:///abs/dir`` or a plain path -> Path; other schemes are refused."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        path = Path(parsed.path if parsed.scheme else uri)
+        if not str(path):
+            raise ValueError("empty checkpoint uri")
+        return path
+    raise ValueError(f"unsupported checkpoint uri scheme {parsed.scheme!r} (use file:// or a path)")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified model and where it came from."""
+
+    model: Any
+    version: int
+    sha256: str
+    path: Path
+    metadata: dict[str, Any]
+
+
+def load_verified(uri: str, version: int = 0, expected_sha256: str = "") -> LoadedModel:
+    """Verify and load a checkpoint; refuse it if ``expected_sha256`` is given and differs."""
+    path = checkpoint_path(uri)
+    model, metadata = load_checkpoint(path)  # verifies SHA256SUMS first
+    digest = sha256_file(path / MODEL_FILE)
+    if expected_sha256 and digest != expected_sha256.lower():
+        raise ValueError(
+            f"{path}: sha256 of {MODEL_FILE} is {digest[:16]}..., the update announced "
+            f"{expected_sha256[:16]}...; refusing it"
+        )
+    model.eval()
+    return LoadedModel(model, int(version), digest, path, metadata)
+
+
+class ModelHost:
+    """Holds the model in use; ``swap_async`` loads a new one on a worker thread and swaps
+    it in atomically, so callers of ``current`` never wait for a load."""
+
+    def __init__(self, initial: LoadedModel) -> None:
+        self._current = initial
+        self._lock = threading.Lock()
+        self._loading: threading.Thread | None = None
+
+    def current(self) -> LoadedModel:
+        with self._lock:
+            return self._current
+
+    @property
+    def busy(self) -> bool:
+        return self._loading is not None and self._loading.is_alive()
+
+    def swap_async(
+        self,
+        uri: str,
+        version: int,
+        expected_sha256: str,
+        on_done: Callable[[LoadedModel | None, str], None],
+    ) -> bool:
+        """Start loading; ``on_done(loaded or None, error text)`` runs on the worker thread.
+
+        Returns False (and loads nothing) while a previous load is still running or when
+        ``version`` is not newer than the one in use.
+        """
+        if self.busy or version <= self.current().version:
+            return False
+
+        def work() -> None:
+            try:
+                loaded = load_verified(uri, version, expected_sha256)
+            except (OSError, ValueError) as error:
+                on_done(None, str(error))
+                return
+            with self._lock:
+                self._current = loaded
+            on_done(loaded, "")
+
+        self._loading = threading.Thread(target=work, name="efm-weights-loader", daemon=True)
+        self._loading.start()
+        return True
+
+
+def model_input(arrays: list[dict[str, Any]], instruction: str | None = None) -> dict[str, Any]:
+    """Stack validated Observation arrays (``conversions.observation_arrays``) into the
+    batch dict the EFM backends take (keys from ``efm_sim.keys``).
+
+    The first camera is the model's image; with the paper's ALOHA layout, camera_ingest
+    publishes the two stacked 224x224 images as two cameras and backends that take two
+    views read ``images`` in order.
+    """
+    if not arrays:
+        raise ValueError("no observations")
+    batch: dict[str, Any] = {
+        keys.OBS_STATE: np.stack([a["proprioception"] for a in arrays]).astype(np.float32),
+        keys.INSTRUCTION: [instruction if instruction else a["instruction"] for a in arrays],
+    }
+    if arrays[0]["images"]:
+        first = next(iter(arrays[0]["images"]))
+        shapes = {a["images"][first].shape for a in arrays if first in a["images"]}
+        if len(shapes) != 1 or any(first not in a["images"] for a in arrays):
+            raise ValueError(f"observations disagree on camera {first!r} or its image size")
+        batch[keys.OBS_IMAGE] = np.stack([a["images"][first] for a in arrays])
+        batch[keys.OBS_PREV_IMAGE] = np.stack([a["previous_images"][first] for a in arrays])
+    return batch

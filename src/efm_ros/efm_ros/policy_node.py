@@ -1,0 +1,371 @@
+"""``policy``: the EFM policy on a robot station (paper Appendix J).
+
+Modes (``mode`` parameter):
+* ``local`` — infrastructure v2 (J.2): inference on the robot computer. Subscribes
+  ``observation``, publishes ``action_command`` through the embodiment adapter and the
+  safety layer; hot-swaps weights on ``weights`` (WeightsUpdate) without missing a tick.
+* ``remote_server`` — infrastructure v1 (J.1): serves ``get_action`` (GetAction) for
+  stations; publishes nothing itself.
+* ``remote_client`` — a station that asks a ``remote_server`` for each action, with the
+  same safety layer and watchdog as ``local``.
+
+Safety: actions are clipped to the embodiment's limits and to ``safety.max_change_per_tick``;
+when the newest observation is older than ``safety.observation_timeout_s`` the node publishes
+a hold command instead of motion; ``safety.dry_run`` computes actions but never publishes.
+``control.trigger``: ``timer`` acts at ``control.rate_hz`` on the newest fresh observation
+(a real robot); ``observation`` acts once per new observation (lockstep experiments).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import String, UInt64
+
+from efm_interfaces.msg import ActionCommand, Observation, WeightsUpdate
+from efm_interfaces.srv import GetAction
+from efm_ros.conversions import observation_arrays
+from efm_ros.diagnostics import Diagnostics
+from efm_ros.embodiments import EMBODIMENTS, get_embodiment
+from efm_ros.model_host import LoadedModel, ModelHost, load_verified, model_input
+from efm_ros.params import Parameters
+from efm_ros.qos import LATCHED, RELIABLE, SENSOR
+from efm_ros.safety import SafetyLimits, Watchdog
+
+MODES = ("local", "remote_server", "remote_client")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class PolicyNode(Node):
+    """Turns observations into safe action commands with the current policy weights."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("policy", **kwargs)
+        p = Parameters(self)
+        self.mode = p.declare(
+            "mode", "local", "local | remote_server | remote_client.", read_only=True, choices=MODES
+        )
+        self.embodiment = get_embodiment(
+            p.declare(
+                "embodiment",
+                "pushtable",
+                "Embodiment adapter.",
+                read_only=True,
+                choices=tuple(sorted(EMBODIMENTS)),
+            )
+        )
+        checkpoint = p.declare(
+            "model.checkpoint",
+            "",
+            "Policy checkpoint directory (local, remote_server).",
+            read_only=True,
+        )
+        sha = p.declare("model.sha256", "", "Expected sha256 of model.safetensors.", read_only=True)
+        version = p.declare(
+            "model.version", 0, "Version of model.checkpoint.", read_only=True, min_value=0
+        )
+        self.greedy = p.declare("policy.greedy", False, "Most likely action instead of sampling.")
+        self.default_instruction = p.declare(
+            "policy.instruction",
+            "",
+            "Instruction used when neither the observation nor the "
+            "instruction topic gives one ('' = hold until one arrives).",
+        )
+        self.trigger = p.declare(
+            "control.trigger",
+            "timer",
+            "timer | observation.",
+            read_only=True,
+            choices=("timer", "observation"),
+        )
+        rate = p.declare(
+            "control.rate_hz",
+            5.0,
+            "Control rate for trigger=timer [Hz].",
+            read_only=True,
+            min_value=0.1,
+            max_value=1000.0,
+        )
+        max_change = p.declare(
+            "safety.max_change_per_tick",
+            0.0,
+            "Largest change of any dof between consecutive actions (0 = off) [command units].",
+            min_value=0.0,
+            on_change=self._set_max_change,
+        )
+        timeout = p.declare(
+            "safety.observation_timeout_s",
+            0.5,
+            "Hold when the newest observation is older than this [s].",
+            min_value=0.0,
+            on_change=lambda v: setattr(self.watchdog, "timeout_s", v),
+        )
+        self.dry_run = p.declare("safety.dry_run", False, "Compute actions, never publish.")
+        service = p.declare(
+            "remote.service",
+            "get_action",
+            "GetAction service of the remote policy (remote_client).",
+            read_only=True,
+        )
+
+        self.diag = Diagnostics(self)
+        self.safety = SafetyLimits(self.embodiment, max_change)
+        self.watchdog = Watchdog(timeout)
+        self.host: ModelHost | None = None
+        if self.mode != "remote_client":
+            if not checkpoint:
+                raise ValueError(f"model.checkpoint is required in mode {self.mode}")
+            self.host = ModelHost(load_verified(checkpoint, version, sha))
+        self.latest: Observation | None = None
+        self.acted_on_step: tuple[str, int, int] | None = None
+        self.topic_instruction = ""
+        self.holding = False
+        self.pending_remote = None
+
+        self.command_pub = self.create_publisher(ActionCommand, "action_command", RELIABLE)
+        self.version_pub = self.create_publisher(UInt64, "policy/version", LATCHED)
+        self.create_subscription(Observation, "observation", self.on_observation, SENSOR)
+        self.create_subscription(String, "instruction", self.on_instruction, LATCHED)
+        self.create_subscription(WeightsUpdate, "weights", self.on_weights, LATCHED)
+        if self.mode == "remote_server":
+            self.create_service(
+                GetAction,
+                "get_action",
+                self.on_get_action,
+                callback_group=MutuallyExclusiveCallbackGroup(),
+            )
+        else:
+            if self.mode == "remote_client":
+                self.remote = self.create_client(GetAction, service)
+            self.control_period = 1.0 / rate
+            if self.trigger == "timer":
+                self.create_timer(self.control_period, self.on_tick)
+            else:  # lockstep: act on each new observation, watchdog still on a timer
+                self.create_timer(max(timeout, 0.05), self.on_watchdog)
+        self._publish_version()
+        self.get_logger().info(
+            f"policy ready: mode={self.mode} embodiment={self.embodiment.name} "
+            f"version={self.version} dry_run={self.dry_run}"
+        )
+
+    # -- inputs ---------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self.host.current().version if self.host else -1
+
+    def _set_max_change(self, value: float) -> None:
+        self.safety.max_change_per_tick = value
+
+    def on_instruction(self, msg: String) -> None:
+        self.topic_instruction = msg.data.strip()
+
+    def on_observation(self, msg: Observation) -> None:
+        self.latest = msg
+        self.watchdog.feed(time.monotonic())
+        if self.trigger == "observation" and self.mode != "remote_server":
+            self.on_tick()
+
+    def on_weights(self, msg: WeightsUpdate) -> None:
+        if self.host is None:
+            return  # remote_client: the server owns the weights
+        problem = None
+        if not SHA256.match(msg.sha256):
+            problem = f"sha256 {msg.sha256!r} is not 64 lowercase hex digits"
+        elif not msg.uri:
+            problem = "empty uri"
+        elif msg.version <= self.version:
+            self.diag.count("weights.stale_ignored")
+            return
+        if problem:
+            self.diag.reject("weights", problem)
+            return
+
+        def done(loaded: LoadedModel | None, error: str) -> None:
+            if loaded is None:
+                self.diag.reject("weights", f"version {msg.version}: {error}")
+                return
+            self.diag.count("weights.swapped")
+            self.get_logger().info(f"now acting with policy version {loaded.version}")
+            self._publish_version()
+
+        if not self.host.swap_async(msg.uri, int(msg.version), msg.sha256, done):
+            self.diag.count("weights.deferred_busy")
+
+    def _publish_version(self) -> None:
+        self.version_pub.publish(UInt64(data=max(self.version, 0)))
+
+    # -- acting ---------------------------------------------------------------------------
+    def instruction_for(self, msg: Observation) -> str:
+        return msg.instruction.strip() or self.topic_instruction or self.default_instruction
+
+    def infer(self, msg: Observation, greedy: bool) -> tuple[np.ndarray, np.ndarray, int]:
+        """(tokens (K,), chunk (n, dof), version) for one observation; raises ValueError."""
+        instruction = self.instruction_for(msg)
+        if not instruction:
+            raise ValueError(
+                "no instruction (observation, instruction topic and "
+                "policy.instruction are all empty)"
+            )
+        loaded = self.host.current()
+        arrays = observation_arrays(msg)
+        tokens, actions = loaded.model.act(model_input([arrays], instruction), greedy=greedy)
+        chunk = np.asarray(actions[0], dtype=np.float64).reshape(-1, self.embodiment.dof)
+        return tokens[0], chunk, loaded.version
+
+    def on_tick(self) -> None:
+        now = time.monotonic()
+        msg = self.latest
+        if msg is None or not self.watchdog.fresh(now):
+            self.hold("stale observation" if msg is not None else "no observation yet")
+            return
+        key = (msg.station, msg.step, msg.header.stamp.nanosec + msg.header.stamp.sec * 10**9)
+        if self.trigger == "observation" and key == self.acted_on_step:
+            return
+        self.acted_on_step = key
+        if self.mode == "remote_client":
+            self.ask_remote(msg)
+            return
+        try:
+            _, chunk, version = self.infer(msg, self.greedy)
+        except ValueError as error:
+            self.diag.reject("observation", str(error))
+            self.hold("cannot act")
+            return
+        self.send(msg, chunk, version)
+
+    def on_watchdog(self) -> None:
+        if not self.watchdog.fresh(time.monotonic()):
+            self.hold("stale observation" if self.latest is not None else "no observation yet")
+
+    def send(self, msg: Observation, chunk: np.ndarray, version: int) -> None:
+        try:
+            safe = self.safety.limit(chunk)
+        except ValueError as error:
+            self.diag.reject("action", str(error))
+            self.hold("unsafe action")
+            return
+        command = ActionCommand(
+            station=msg.station,
+            step=msg.step,
+            policy_version=max(version, 0),
+            names=list(self.embodiment.action_names),
+            chunk_length=safe.shape[0],
+            values=safe.astype(np.float32).ravel().tolist(),
+            period_s=self.embodiment.period_s,
+        )
+        if self.host is not None:
+            tokens = self.host.current().model.encode_actions(
+                safe.reshape(1, *self._action_shape()).astype(np.float32)
+            )
+            command.action_tokens = np.asarray(tokens).ravel().astype(np.uint16).tolist()
+        command.header.stamp = self.get_clock().now().to_msg()
+        command.header.frame_id = msg.header.frame_id
+        self.holding = False
+        self.diag.count("actions")
+        if self.dry_run:
+            self.diag.count("dry_run.suppressed")
+            return
+        self.command_pub.publish(command)
+
+    def _action_shape(self) -> tuple[int, ...]:
+        return tuple(self.host.current().model.action_tokenizer.action_shape)
+
+    def hold(self, reason: str) -> None:
+        """Publish a hold command (once per stale period) and forget rate-limit history."""
+        self.safety.reset()
+        if self.holding:
+            return
+        self.holding = True
+        self.diag.count("watchdog.holds")
+        self.get_logger().warning(f"holding: {reason}", throttle_duration_sec=2.0)
+        if self.dry_run:
+            return
+        command = ActionCommand(
+            hold=True, names=list(self.embodiment.action_names), policy_version=max(self.version, 0)
+        )
+        command.header.stamp = self.get_clock().now().to_msg()
+        self.command_pub.publish(command)
+
+    # -- remote policy (Appendix J.1) -----------------------------------------------------
+    def ask_remote(self, msg: Observation) -> None:
+        if self.pending_remote is not None and not self.pending_remote.done():
+            self.diag.count("remote.busy_skipped")
+            return
+        if not self.remote.service_is_ready():
+            self.diag.reject("remote", "policy service not available")
+            self.hold("remote policy unavailable")
+            return
+        instruction = self.instruction_for(msg)
+        if not instruction:
+            self.diag.reject("observation", "no instruction to send to the remote policy")
+            self.hold("no instruction")
+            return
+        msg.instruction = instruction  # the station's goal travels with its observation
+        future = self.remote.call_async(GetAction.Request(observation=msg, greedy=self.greedy))
+        future.add_done_callback(lambda f: self.on_remote_answer(msg, f))
+        self.pending_remote = future
+
+    def on_remote_answer(self, msg: Observation, future) -> None:
+        response = future.result()
+        if response is None or not response.ok:
+            self.diag.reject("remote", response.message if response else "no response")
+            self.hold("remote policy refused")
+            return
+        if not self.watchdog.fresh(time.monotonic()):
+            self.hold("answer arrived after the observation went stale")
+            return
+        try:
+            chunk = self.embodiment.command_values(response.command)
+        except ValueError as error:
+            self.diag.reject("remote", str(error))
+            self.hold("bad remote command")
+            return
+        self.send(msg, chunk, int(response.command.policy_version))
+
+    def on_get_action(self, request: GetAction.Request, response: GetAction.Response):
+        try:
+            tokens, chunk, version = self.infer(request.observation, request.greedy)
+            safe = self.embodiment.clip(chunk)
+        except ValueError as error:
+            self.diag.reject("observation", str(error))
+            response.ok, response.message = False, str(error)
+            return response
+        response.ok = True
+        response.action_tokens = np.asarray(tokens).astype(np.uint16).tolist()
+        response.command = ActionCommand(
+            station=request.observation.station,
+            step=request.observation.step,
+            policy_version=version,
+            names=list(self.embodiment.action_names),
+            chunk_length=safe.shape[0],
+            values=safe.astype(np.float32).ravel().tolist(),
+            period_s=self.embodiment.period_s,
+        )
+        self.diag.count("served")
+        return response
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PolicyNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""``sim_robot``: an efm_sim environment behind the interface of a real robot driver.
+
+Publishes (relative to the station namespace):
+  ``camera/<name>/image_raw`` (sensor_msgs/Image, rgb8) and ``camera/<name>/camera_info``,
+  ``joint_states`` (sensor_msgs/JointState: the embodiment's proprioception);
+  ``eval/success`` (std_msgs/Bool) and ``eval/info`` (std_msgs/String JSON): GROUND TRUTH,
+  for evaluation only; no learner or actor subscribes to them.
+Subscribes ``action_command`` (efm_interfaces/ActionCommand). Serves ``reset``
+(efm_interfaces/ResetStation).
+
+``control.realtime``: true runs a timer at ``control.rate_hz`` that applies the latest
+fresh command (holds when none arrived within ``control.command_timeout_s``), like a real
+driver; false steps the simulation once per received action as fast as the graph runs
+(experiments). Nothing downstream can tell the two apart except by timing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Bool, String
+
+from efm_interfaces.msg import ActionCommand
+from efm_interfaces.srv import ResetStation
+from efm_ros.conversions import image_to_msg
+from efm_ros.diagnostics import Diagnostics
+from efm_ros.embodiments import get_embodiment
+from efm_ros.params import Parameters
+from efm_ros.qos import RELIABLE, SENSOR
+
+ENVS = ("pushtable", "bananatable", "pointmass")
+
+
+class SimRobotNode(Node):
+    """Wraps one efm_sim env as a robot station driver."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("sim_robot", **kwargs)
+        p = Parameters(self)
+        self.station = p.declare("station", "station_0", "Station name.", read_only=True)
+        env_name = p.declare(
+            "sim.env", "pushtable", "efm_sim environment.", read_only=True, choices=ENVS
+        )
+        image_size = p.declare(
+            "sim.image_size",
+            96,
+            "Camera image side [px].",
+            read_only=True,
+            min_value=8,
+            max_value=1024,
+        )
+        max_steps = p.declare(
+            "sim.max_episode_steps",
+            1000,
+            "Env step limit (the actor enforces the practice limit).",
+            read_only=True,
+            min_value=1,
+        )
+        self.default_family = p.declare(
+            "sim.task_family", "", "Default task family for resets ('' = env default)."
+        )
+        self.rate_hz = p.declare(
+            "control.rate_hz",
+            5.0,
+            "Control rate in realtime mode [Hz].",
+            min_value=0.1,
+            max_value=1000.0,
+        )
+        self.realtime = p.declare(
+            "control.realtime",
+            True,
+            "true: timer at control.rate_hz; false: one step per command.",
+            read_only=True,
+        )
+        self.command_timeout = p.declare(
+            "control.command_timeout_s",
+            1.0,
+            "Hold when no command is fresher than this [s].",
+            min_value=0.0,
+        )
+        self.frame_id = p.declare(
+            "frame_id", "board", "Frame of images and states.", read_only=True
+        )
+        self.embodiment = get_embodiment(env_name)
+
+        import efm_sim  # heavy (MuJoCo); imported once the parameters are valid
+
+        # A robot does not know when its task succeeded: never end on ground truth.
+        kwargs_env = {"max_episode_steps": max_steps, "terminate_on_success": False}
+        if env_name != "pointmass":
+            kwargs_env["image_size"] = image_size
+        self.env = efm_sim.make_env(env_name, **kwargs_env)
+        self.diag = Diagnostics(self)
+        self.camera_pubs = {
+            name: (
+                self.create_publisher(Image, f"camera/{name}/image_raw", SENSOR),
+                self.create_publisher(CameraInfo, f"camera/{name}/camera_info", SENSOR),
+            )
+            for name in self.embodiment.camera_names
+        }
+        self.joint_pub = self.create_publisher(JointState, "joint_states", SENSOR)
+        self.eval_success_pub = self.create_publisher(Bool, "eval/success", RELIABLE)
+        self.eval_info_pub = self.create_publisher(String, "eval/info", RELIABLE)
+        self.create_subscription(ActionCommand, "action_command", self.on_command, RELIABLE)
+        self.create_service(ResetStation, "reset", self.on_reset)
+
+        self.pending: deque[np.ndarray] = deque()
+        self.last_command_time = None
+        self.obs, self.info = None, {}
+        self.episode_done = True
+        if self.realtime:
+            self.timer = self.create_timer(1.0 / self.rate_hz, self.on_tick)
+        self.get_logger().info(
+            f"sim_robot ready: env={env_name} station={self.station} "
+            + (f"realtime at {self.rate_hz:.1f} Hz" if self.realtime else "as fast as possible")
+        )
+
+    # -- robot interface ------------------------------------------------------------------
+    def on_reset(self, request: ResetStation.Request, response: ResetStation.Response):
+        options = {}
+        family = request.task_family or self.default_family
+        if family:
+            options["task_family"] = family
+        if request.instruction:
+            options["instruction"] = request.instruction
+        seed = None if request.seed < 0 else int(request.seed)
+        try:
+            self.obs, self.info = self.env.reset(seed=seed, options=options)
+        except ValueError as error:
+            self.diag.reject("reset", str(error))
+            response.ok, response.message = False, str(error)
+            return response
+        self.pending.clear()
+        self.episode_done = False
+        self.diag.count("resets")
+        response.ok = True
+        response.instruction = self.info.get("instruction", "")
+        response.task_family = self.info.get("task_family", "")
+        self.publish_state()
+        return response
+
+    def on_command(self, msg: ActionCommand) -> None:
+        try:
+            chunk = self.embodiment.command_values(msg)
+        except ValueError as error:
+            self.diag.reject("command", str(error))
+            return
+        self.diag.count("commands")
+        if msg.hold:
+            self.pending.clear()
+            self.diag.count("holds")
+            return
+        self.pending.extend(self.embodiment.clip(chunk))
+        self.last_command_time = self.get_clock().now()
+        if not self.realtime:
+            while self.pending:
+                self.apply(self.pending.popleft())
+
+    def on_tick(self) -> None:
+        stale = self.last_command_time is None or (
+            (self.get_clock().now() - self.last_command_time).nanoseconds * 1e-9
+            > self.command_timeout
+        )
+        if self.pending and not stale:
+            self.apply(self.pending.popleft())
+        else:
+            self.pending.clear()
+            self.publish_state()  # hold: no motion, the cameras keep streaming
+
+    def apply(self, action: np.ndarray) -> None:
+        if self.episode_done:
+            self.diag.reject("command", "no episode running: call reset first")
+            return
+        self.obs, _, terminated, truncated, self.info = self.env.step(action.astype(np.float32))
+        self.diag.count("steps")
+        # Only the env's own step limit ends an episode here; success is the actor's
+        # call (learned detector), the step limit of practice too.
+        self.episode_done = bool(terminated or truncated)
+        self.publish_state()
+
+    # -- publishing -----------------------------------------------------------------------
+    def publish_state(self) -> None:
+        if self.obs is None:
+            return
+        stamp = self.get_clock().now().to_msg()
+        if isinstance(self.obs, dict):
+            for image_pub, info_pub in self.camera_pubs.values():
+                image = self.obs["image"]
+                image_pub.publish(image_to_msg(image, stamp=stamp, frame_id=self.frame_id))
+                info_pub.publish(self.camera_info(image.shape, stamp))
+            state = np.asarray(self.obs["proprio"], dtype=np.float64)
+        else:
+            state = np.asarray(self.obs, dtype=np.float64)
+        joints = JointState(name=list(self.embodiment.proprio_names), position=state.tolist())
+        joints.header.stamp = stamp
+        joints.header.frame_id = self.frame_id
+        self.joint_pub.publish(joints)
+        success = bool(self.info.get("success", False))
+        self.eval_success_pub.publish(Bool(data=success))
+        self.eval_info_pub.publish(
+            String(
+                data=json.dumps(
+                    {
+                        "success": success,
+                        "instruction": self.info.get("instruction", ""),
+                        "task_family": self.info.get("task_family", ""),
+                        "step": int(getattr(self.env.unwrapped, "elapsed_steps", 0)),
+                    }
+                )
+            )
+        )
+
+    def camera_info(self, shape: tuple[int, ...], stamp) -> CameraInfo:
+        info = CameraInfo(height=int(shape[0]), width=int(shape[1]), distortion_model="plumb_bob")
+        info.header.stamp = stamp
+        info.header.frame_id = self.frame_id
+        return info
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SimRobotNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.env.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""policy node contract: actions through the embodiment adapter and safety layer, the
+watchdog, dry-run, weight hot-swap without missed ticks, and remote (Appendix J.1) mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ros_harness import spin_until
+from tests_efm_ros_helpers import observation
+
+
+@pytest.fixture
+def make_graph(ros_context, tiny_checkpoint):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from efm_ros.policy_node import PolicyNode
+    from efm_ros.qos import RELIABLE
+
+    made = []
+
+    def make(**params):
+        from efm_interfaces.msg import ActionCommand
+
+        params.setdefault("model.checkpoint", str(tiny_checkpoint))
+        params.setdefault("policy.instruction", "push the red star to the blue cube")
+        nodes = [
+            PolicyNode(
+                context=ros_context,
+                namespace="station_0",
+                parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+            )
+        ]
+        client = Node("test_client", context=ros_context, namespace="station_0")
+        executor = SingleThreadedExecutor(context=ros_context)
+        for n in (*nodes, client):
+            executor.add_node(n)
+        commands: list = []
+        client.create_subscription(ActionCommand, "action_command", commands.append, RELIABLE)
+        made.append((nodes, client, executor))
+        return nodes[0], client, executor, commands
+
+    yield make
+    for nodes, client, executor in made:
+        executor.shutdown()
+        for n in (*nodes, client):
+            n.destroy_node()
+
+
+def _publisher(client, executor):
+    from efm_interfaces.msg import Observation
+    from efm_ros.qos import SENSOR
+
+    pub = client.create_publisher(Observation, "observation", SENSOR)
+    assert spin_until(executor, lambda: pub.get_subscription_count() > 0)
+    return pub
+
+
+def test_lockstep_actions_are_tokenized_and_within_limits(make_graph):
+    node, client, executor, commands = make_graph(**{"control.trigger": "observation"})
+    pub = _publisher(client, executor)
+    for step in range(5):
+        pub.publish(observation([0.1 * step, 0.0], step=step))
+        assert spin_until(executor, lambda s=step: len(commands) > s), node.diag.counters
+    assert [c.step for c in commands] == [0, 1, 2, 3, 4]
+    for c in commands:
+        assert not c.hold and c.chunk_length == 1 and list(c.names) == ["dx", "dy"]
+        assert np.all(np.abs(c.values) <= 0.03 + 1e-6)
+        assert len(c.action_tokens) == 2 and c.policy_version == 0
+        decoded = node.host.current().model.action_tokenizer.decode(np.array(c.action_tokens))
+        np.testing.assert_allclose(decoded, c.values, atol=0.03 / 32 + 1e-6)
+
+
+def test_max_change_per_tick_bounds_consecutive_actions(make_graph):
+    _node, client, executor, commands = make_graph(
+        **{"control.trigger": "observation", "safety.max_change_per_tick": 0.002}
+    )
+    pub = _publisher(client, executor)
+    for step in range(12):
+        pub.publish(observation([np.sin(step), np.cos(step)], step=step))
+        assert spin_until(executor, lambda s=step: len(commands) > s)
+    values = np.array([c.values for c in commands])
+    assert np.max(np.abs(np.diff(values, axis=0))) <= 0.002 + 1e-6
+
+
+def test_watchdog_holds_when_observations_stop(make_graph):
+    node, client, executor, commands = make_graph(
+        **{"control.rate_hz": 20.0, "safety.observation_timeout_s": 0.2}
+    )
+    pub = _publisher(client, executor)
+    for step in range(3):
+        pub.publish(observation([0.0, 0.0], step=step))
+        spin_until(executor, lambda: False, timeout=0.06)
+    assert spin_until(executor, lambda: any(not c.hold for c in commands))
+    assert spin_until(executor, lambda: commands[-1].hold, timeout=2.0)
+    holds_before = sum(c.hold for c in commands)
+    spin_until(executor, lambda: False, timeout=0.3)
+    assert sum(c.hold for c in commands) == holds_before  # one hold, no motion, no spam
+    assert node.diag.counters["watchdog.holds"] >= 1
+
+
+def test_bad_observations_never_move_the_robot(make_graph):
+    node, client, executor, commands = make_graph(**{"control.trigger": "observation"})
+    pub = _publisher(client, executor)
+    bad = observation([0.0, 0.0], step=1)
+    bad.proprioception = [float("nan"), 0.0]
+    pub.publish(bad)
+    assert spin_until(executor, lambda: node.diag.counters["rejected.observation"] == 1)
+    assert all(c.hold for c in commands)
+
+
+def test_dry_run_computes_but_never_publishes(make_graph):
+    node, client, executor, commands = make_graph(
+        **{"control.trigger": "observation", "safety.dry_run": True}
+    )
+    pub = _publisher(client, executor)
+    for step in range(3):
+        pub.publish(observation([0.0, 0.1], step=step))
+    assert spin_until(executor, lambda: node.diag.counters["dry_run.suppressed"] == 3)
+    assert commands == []
+
+
+def test_hot_swap_on_weights_update_without_missing_ticks(make_graph, tmp_path):
+    from conftest import write_tiny_checkpoint
+    from std_msgs.msg import UInt64
+
+    from efm_interfaces.msg import WeightsUpdate
+    from efm_learning.checkpoint import sha256_file
+    from efm_ros.qos import LATCHED
+
+    node, client, executor, commands = make_graph(
+        **{"control.rate_hz": 20.0, "safety.observation_timeout_s": 1.0}
+    )
+    versions = []
+    client.create_subscription(UInt64, "policy/version", lambda m: versions.append(m.data), LATCHED)
+    weights = client.create_publisher(WeightsUpdate, "weights", LATCHED)
+    pub = _publisher(client, executor)
+    new = write_tiny_checkpoint(tmp_path / "ckpt_v1", seed=1)
+    sha = sha256_file(new / "model.safetensors")
+
+    # A wrong sha256 is refused; the node keeps acting with version 0.
+    weights.publish(WeightsUpdate(version=1, uri=str(new), sha256="0" * 64))
+    step = 0
+    while node.diag.counters["rejected.weights"] == 0 and step < 60:
+        pub.publish(observation([0.0, 0.0], step=step))
+        spin_until(executor, lambda: False, timeout=0.05)
+        step += 1
+    assert node.diag.counters["rejected.weights"] == 1 and node.version == 0
+
+    weights.publish(WeightsUpdate(version=1, uri=f"file://{new}", sha256=sha))
+    start = len(commands)
+    while node.version != 1 and step < 200:
+        pub.publish(observation([0.0, 0.0], step=step))
+        spin_until(executor, lambda: False, timeout=0.05)
+        step += 1
+    for _ in range(6):  # a few more ticks on the new weights
+        pub.publish(observation([0.0, 0.0], step=step))
+        spin_until(executor, lambda: False, timeout=0.05)
+        step += 1
+    assert node.version == 1
+    assert spin_until(executor, lambda: versions and versions[-1] == 1)
+    during = commands[start:]
+    assert any(c.policy_version == 1 for c in during)
+    assert not any(c.hold for c in during)  # control never stalled into the watchdog
+    stamps = [c.header.stamp.sec + c.header.stamp.nanosec * 1e-9 for c in during]
+    assert max(np.diff(stamps)) < 0.25  # no tick lost to loading (period 0.05 s)
+
+
+def test_remote_policy_server_and_client(ros_context, tiny_checkpoint):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from efm_interfaces.msg import ActionCommand, Observation
+    from efm_ros.policy_node import PolicyNode
+    from efm_ros.qos import RELIABLE, SENSOR
+
+    server = PolicyNode(
+        context=ros_context,
+        parameter_overrides=[
+            Parameter("mode", value="remote_server"),
+            Parameter("model.checkpoint", value=str(tiny_checkpoint)),
+            Parameter("model.version", value=3),
+        ],
+    )
+    station = PolicyNode(
+        context=ros_context,
+        namespace="station_1",
+        parameter_overrides=[
+            Parameter("mode", value="remote_client"),
+            Parameter("remote.service", value="/get_action"),
+            Parameter("control.trigger", value="observation"),
+            Parameter("policy.instruction", value="push the red star to the blue cube"),
+        ],
+    )
+    client = Node("test_client", context=ros_context, namespace="station_1")
+    executor = SingleThreadedExecutor(context=ros_context)
+    for n in (server, station, client):
+        executor.add_node(n)
+    commands = []
+    client.create_subscription(ActionCommand, "action_command", commands.append, RELIABLE)
+    pub = client.create_publisher(Observation, "observation", SENSOR)
+    try:
+        assert spin_until(executor, lambda: pub.get_subscription_count() > 0)
+        assert spin_until(executor, station.remote.service_is_ready)
+        pub.publish(observation([0.2, 0.1], step=5))
+        assert spin_until(executor, lambda: any(not c.hold for c in commands))
+        moved = next(c for c in commands if not c.hold)
+        assert moved.step == 5 and moved.policy_version == 3
+        assert server.diag.counters["served"] == 1
+    finally:
+        executor.shutdown()
+        for n in (server, station, client):
+            n.destroy_node()
