@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ros_harness import spin_until
-from tests_efm_ros_helpers import observation
+from tests_efm_ros_helpers import observation, write_tiny_checkpoint
 
 
 @pytest.fixture
@@ -122,7 +122,6 @@ def test_dry_run_computes_but_never_publishes(make_graph):
 
 
 def test_hot_swap_on_weights_update_without_missing_ticks(make_graph, tmp_path):
-    from conftest import write_tiny_checkpoint
     from std_msgs.msg import UInt64
 
     from efm_interfaces.msg import WeightsUpdate

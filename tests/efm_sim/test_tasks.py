@@ -91,3 +91,20 @@ def test_same_block_twice_refused() -> None:
 def test_unknown_family_refused() -> None:
     with pytest.raises(ValueError, match="valid families"):
         tasks.check_family("stacking", tasks.PUSHTABLE_FAMILIES)
+
+
+def test_efm_sim_never_imports_ros_or_torch() -> None:
+    import ast
+    from pathlib import Path
+
+    import efm_sim
+
+    for path in Path(efm_sim.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in {"rclpy", "torch"}, f"{path.name} imports {name}"

@@ -32,6 +32,8 @@ BANANA_SEGMENTS = 6
 BANANA_THICKNESS = 0.016
 BANANA_LENGTH = BANANA_ARC_RADIUS * BANANA_ARC_ANGLE
 LOCATION_THRESHOLD = 0.07
+BANANA_LIMIT = 0.16
+"""The banana's centre stays within [-0.16, 0.16]^2 so the whole fruit stays on the board."""
 BANANA_RGBA = "0.98 0.86 0.20 1"
 TIP_RGBA = "0.40 0.28 0.10 1"
 
@@ -83,6 +85,7 @@ class BananaTableEnv(TabletopEnv):
             half_height=BANANA_THICKNESS,
             slide_friction=0.18,
             yaw_friction=0.004,
+            limit=BANANA_LIMIT,
         )
         return [spec], ""
 

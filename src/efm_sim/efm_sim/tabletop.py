@@ -79,6 +79,8 @@ class ObjectSpec:
     half_height: float = 0.015
     slide_friction: float = 0.15
     yaw_friction: float = 0.002
+    limit: float = OBJECT_LIMIT
+    """Centre stays within [-limit, limit]^2 (slide joint range)."""
 
 
 def scene_xml(
@@ -91,9 +93,9 @@ def scene_xml(
             f"""
     <body name="{o.name}" pos="0 0 {o.half_height}">
       <joint name="{o.name}_x" type="slide" axis="1 0 0" limited="true"
-             range="{-OBJECT_LIMIT} {OBJECT_LIMIT}" frictionloss="{o.slide_friction}" damping="2"/>
+             range="{-o.limit} {o.limit}" frictionloss="{o.slide_friction}" damping="2"/>
       <joint name="{o.name}_y" type="slide" axis="0 1 0" limited="true"
-             range="{-OBJECT_LIMIT} {OBJECT_LIMIT}" frictionloss="{o.slide_friction}" damping="2"/>
+             range="{-o.limit} {o.limit}" frictionloss="{o.slide_friction}" damping="2"/>
       <joint name="{o.name}_yaw" type="hinge" axis="0 0 1"
              frictionloss="{o.yaw_friction}" damping="0.002"/>
       <inertial pos="0 0 0" mass="{o.mass}"
