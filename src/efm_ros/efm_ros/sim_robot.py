@@ -17,6 +17,7 @@ driver; false steps the simulation once per received action as fast as the graph
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 
 import numpy as np
@@ -84,6 +85,15 @@ class SimRobotNode(Node):
             "Hold when no command is fresher than this [s].",
             min_value=0.0,
         )
+        idle_hz = p.declare(
+            "control.idle_publish_hz",
+            5.0,
+            "Lockstep mode: republish the unchanged scene at this rate when no command "
+            "arrives, like a camera that keeps streaming (0 = off) [Hz].",
+            read_only=True,
+            min_value=0.0,
+            max_value=1000.0,
+        )
         self.frame_id = p.declare(
             "frame_id", "board", "Frame of images and states.", read_only=True
         )
@@ -114,8 +124,12 @@ class SimRobotNode(Node):
         self.last_command_time = None
         self.obs, self.info = None, {}
         self.episode_done = True
+        self.last_publish = 0.0
         if self.realtime:
             self.timer = self.create_timer(1.0 / self.rate_hz, self.on_tick)
+        elif idle_hz > 0:
+            self.idle_period = 1.0 / idle_hz
+            self.timer = self.create_timer(self.idle_period, self.on_idle)
         self.get_logger().info(
             f"sim_robot ready: env={env_name} station={self.station} "
             + (f"realtime at {self.rate_hz:.1f} Hz" if self.realtime else "as fast as possible")
@@ -184,10 +198,15 @@ class SimRobotNode(Node):
         self.episode_done = bool(terminated or truncated)
         self.publish_state()
 
+    def on_idle(self) -> None:
+        if time.monotonic() - self.last_publish >= self.idle_period:
+            self.publish_state()
+
     # -- publishing -----------------------------------------------------------------------
     def publish_state(self) -> None:
         if self.obs is None:
             return
+        self.last_publish = time.monotonic()
         stamp = self.get_clock().now().to_msg()
         if isinstance(self.obs, dict):
             for image_pub, info_pub in self.camera_pubs.values():

@@ -61,6 +61,13 @@ class StepsToGoNode(Node):
         self.max_batch = p.declare(
             "service.max_batch", 256, "Largest StepsToGo batch.", min_value=1, max_value=4096
         )
+        self.every_observation = p.declare(
+            "predict.every_observation",
+            False,
+            "Score every observation as it arrives (lockstep experiments) instead of the "
+            "newest one at predict.rate_hz.",
+            read_only=True,
+        )
         rate = p.declare(
             "predict.rate_hz",
             10.0,
@@ -85,7 +92,7 @@ class StepsToGoNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, "steps_to_go/markers", RELIABLE)
         self.image_pub = self.create_publisher(Image, "steps_to_go/distribution_image", SENSOR)
         self.latest: Observation | None = None
-        if rate > 0:
+        if rate > 0 and not self.every_observation:
             self.create_timer(1.0 / rate, self.on_tick)
         self.get_logger().info(
             f"steps_to_go ready: {self.loaded.path} (v{version}, sha {self.loaded.sha256[:12]}), "
@@ -145,6 +152,8 @@ class StepsToGoNode(Node):
 
     def on_observation(self, msg: Observation) -> None:
         self.latest = msg  # scored on the next tick; older ones are simply replaced
+        if self.every_observation:
+            self.on_tick()
 
     def on_tick(self) -> None:
         obs, self.latest = self.latest, None

@@ -1,0 +1,451 @@
+"""``actor``: one station's practice episodes as a RunEpisode action (paper Algorithm 1
+inner loop, Appendix J.1 "actors and environment loop").
+
+For each goal the actor
+1. resets the station through its ``reset`` service (task family, instruction, seed),
+2. publishes the instruction (LATCHED ``instruction``): the policy acts while it is set,
+3. records every ``observation`` and the ``action_command`` answering it, streaming
+   feedback, until the learned success detector fires (``steps_to_go/prediction``,
+   d <= s, Eq. 3), the step limit is reached, or the goal is cancelled (operator abort),
+4. clears the instruction (the policy holds),
+5. labels o_0..o_T through the frozen model's ``steps_to_go`` service, computes rewards
+   r_t = d_t - d_t+1 (Eq. 2) and returns (gamma 0.9), and sends a LabelledEpisode to the
+   learner, re-sending it until the learner acknowledges it (an episode is learned from
+   exactly once; the learner drops duplicates),
+6. tells the recorder where the episode starts and ends (``episode/events``).
+Ground truth never enters the episode. If the steps_to_go service is down the actor waits
+and retries; it never sends an unlabelled episode.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import rclpy
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import String
+
+from efm_interfaces.action import RunEpisode
+from efm_interfaces.msg import ActionCommand, LabelledEpisode, Observation, StepsToGoPrediction
+from efm_interfaces.srv import ResetStation, StepsToGo
+from efm_learning.returns import PAPER_GAMMA, discounted_returns
+from efm_learning.reward import rewards_from_steps_to_go
+from efm_ros.diagnostics import Diagnostics
+from efm_ros.params import Parameters
+from efm_ros.qos import LATCHED, RELIABLE, SENSOR
+
+Goal = RunEpisode.Goal
+
+
+@dataclass
+class EpisodeRecord:
+    """What one episode collected so far (guarded by the actor's lock)."""
+
+    episode_id: str
+    instruction: str
+    started: float
+    observations: dict[int, Observation] = field(default_factory=dict)
+    commands: list[ActionCommand] = field(default_factory=list)
+    latest_d: float = float("nan")
+    success_at: int | None = None
+
+
+class ActorNode(Node):
+    """RunEpisode server for one station."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("actor", **kwargs)
+        p = Parameters(self)
+        self.station = p.declare("station", "station_0", "Station name.", read_only=True)
+        self.default_family = p.declare(
+            "episode.task_family",
+            "",
+            "Task family used when a goal names none ('' = the station's default).",
+        )
+        self.default_max_steps = p.declare(
+            "episode.max_steps", 100, "Step limit when a goal gives 0 [steps].", min_value=1
+        )
+        self.min_steps = p.declare(
+            "success.min_steps",
+            1,
+            "Ignore the success detector before this many actions [steps].",
+            min_value=0,
+        )
+        self.gamma = p.declare(
+            "labelling.gamma", PAPER_GAMMA, "Discount of the returns.", min_value=0.0, max_value=1.0
+        )
+        self.label_batch = p.declare(
+            "labelling.max_batch", 64, "Observations per StepsToGo call.", min_value=1
+        )
+        self.retry_s = p.declare(
+            "labelling.retry_s",
+            1.0,
+            "Wait between retries while the steps_to_go service is down [s].",
+            min_value=0.01,
+        )
+        self.call_timeout = p.declare(
+            "service.timeout_s", 10.0, "Timeout of one service call [s].", min_value=0.1
+        )
+        self.final_wait = p.declare(
+            "episode.final_observation_timeout_s",
+            2.0,
+            "Wait for the observation after the last action [s].",
+            min_value=0.0,
+        )
+        self.resend_s = p.declare(
+            "learner.resend_s",
+            2.0,
+            "Re-send unacknowledged episodes this often [s].",
+            min_value=0.1,
+        )
+        self.reset_service = p.declare(
+            "reset.service", "reset", "Station reset service.", read_only=True
+        )
+
+        group = ReentrantCallbackGroup()
+        self.diag = Diagnostics(self)
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.record: EpisodeRecord | None = None
+        self.busy = False
+        self.unacked: dict[str, LabelledEpisode] = {}
+        self.counter = 0
+        self.policy_version = 0
+
+        self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
+        self.events_pub = self.create_publisher(String, "episode/events", RELIABLE)
+        self.episode_pub = self.create_publisher(LabelledEpisode, "/learner/episodes", RELIABLE)
+        self.create_subscription(
+            String, "/learner/acks", self.on_ack, RELIABLE, callback_group=group
+        )
+        self.create_subscription(
+            Observation, "observation", self.on_observation, SENSOR, callback_group=group
+        )
+        self.create_subscription(
+            ActionCommand, "action_command", self.on_command, RELIABLE, callback_group=group
+        )
+        self.create_subscription(
+            StepsToGoPrediction,
+            "steps_to_go/prediction",
+            self.on_prediction,
+            RELIABLE,
+            callback_group=group,
+        )
+        self.reset_client = self.create_client(
+            ResetStation, self.reset_service, callback_group=group
+        )
+        self.label_client = self.create_client(StepsToGo, "steps_to_go", callback_group=group)
+        self.create_timer(self.resend_s, self.resend_unacked, callback_group=group)
+        self.server = ActionServer(
+            self,
+            RunEpisode,
+            "run_episode",
+            execute_callback=self.execute,
+            goal_callback=self.on_goal,
+            cancel_callback=lambda _: CancelResponse.ACCEPT,
+            callback_group=group,
+        )
+        self.instruction_pub.publish(String(data=""))
+        self.get_logger().info(f"actor ready for {self.station}")
+
+    # -- subscriptions --------------------------------------------------------------------
+    def on_observation(self, msg: Observation) -> None:
+        with self.changed:
+            if self.record is not None:
+                if len(self.record.observations) > 100_000:
+                    self.diag.reject("observation", "episode too long to buffer")
+                    return
+                self.record.observations[msg.step] = msg
+                self.changed.notify_all()
+
+    def on_command(self, msg: ActionCommand) -> None:
+        with self.changed:
+            if self.record is None or msg.hold:
+                return
+            if msg.step not in self.record.observations:
+                self.diag.reject("command", f"command for unseen observation step {msg.step}")
+                return
+            if self.record.commands and msg.step <= self.record.commands[-1].step:
+                self.diag.reject("command", f"out-of-order command for step {msg.step}")
+                return
+            self.record.commands.append(msg)
+            self.policy_version = int(msg.policy_version)
+            self.changed.notify_all()
+
+    def on_prediction(self, msg: StepsToGoPrediction) -> None:
+        with self.changed:
+            record = self.record
+            if record is None or msg.step not in record.observations:
+                return  # a prediction for another episode's observation
+            if record.observations[msg.step].header.stamp != msg.header.stamp:
+                return
+            if not np.isfinite(msg.expected_steps):
+                self.diag.reject("prediction", "non-finite d")
+                return
+            record.latest_d = float(msg.expected_steps)
+            if msg.success and len(record.commands) >= self.min_steps:
+                record.success_at = msg.step
+            self.changed.notify_all()
+
+    def on_ack(self, msg: String) -> None:
+        with self.lock:
+            if self.unacked.pop(msg.data, None) is not None:
+                self.diag.count("episodes.acknowledged")
+
+    def resend_unacked(self) -> None:
+        with self.lock:
+            pending = list(self.unacked.values())
+        for episode in pending:
+            self.episode_pub.publish(episode)
+            self.diag.count("episodes.resent")
+
+    # -- the action -----------------------------------------------------------------------
+    def on_goal(self, goal: Goal) -> GoalResponse:
+        with self.lock:
+            if self.busy:
+                self.diag.reject("goal", "an episode is already running on this station")
+                return GoalResponse.REJECT
+            if goal.station and goal.station != self.station:
+                self.diag.reject(
+                    "goal", f"goal for station {goal.station!r}, this is {self.station!r}"
+                )
+                return GoalResponse.REJECT
+            self.busy = True
+        return GoalResponse.ACCEPT
+
+    def execute(self, handle) -> RunEpisode.Result:
+        goal: Goal = handle.request
+        result = RunEpisode.Result()
+        try:
+            self._run(handle, goal, result)
+        except Exception as error:  # any failure ends this episode, never the node
+            self.get_logger().error(f"episode failed: {error}")
+            result.termination_reason = Goal.TERMINATION_ERROR
+            result.termination_detail = str(error)
+            self.instruction_pub.publish(String(data=""))
+            with self.lock:
+                self.record = None
+            handle.abort()
+        finally:
+            with self.lock:
+                self.busy = False
+        return result
+
+    def _run(self, handle, goal: Goal, result: RunEpisode.Result) -> None:
+        max_steps = goal.max_steps or self.default_max_steps
+        self.instruction_pub.publish(String(data=""))  # policy holds during the reset
+        reset = self.call(
+            self.reset_client,
+            ResetStation.Request(
+                task_family=goal.task_family or self.default_family,
+                instruction=goal.instruction,
+                seed=goal.seed,
+            ),
+        )
+        if not reset.ok:
+            raise RuntimeError(f"reset refused: {reset.message}")
+        self.counter += 1
+        episode_id = f"{self.station}-{uuid.uuid4().hex[:8]}-{self.counter:06d}"
+        with self.lock:
+            self.record = EpisodeRecord(episode_id, reset.instruction, time.monotonic())
+        self.events_pub.publish(
+            String(
+                data=json.dumps(
+                    {
+                        "event": "start",
+                        "episode_id": episode_id,
+                        "instruction": reset.instruction,
+                        "station": self.station,
+                        "policy_version": self.policy_version,
+                    }
+                )
+            )
+        )
+        self.instruction_pub.publish(String(data=reset.instruction))
+        reason = self._wait_for_end(handle, max_steps)
+        self.instruction_pub.publish(String(data=""))
+        record = self._finish_record()
+        episode = self._label(record, reason)
+        with self.lock:
+            self.unacked[episode.episode_id] = episode
+        self.episode_pub.publish(episode)
+        self.diag.count("episodes.sent")
+        self.events_pub.publish(
+            String(
+                data=json.dumps(
+                    {
+                        "event": "stop",
+                        "episode_id": episode_id,
+                        "instruction": record.instruction,
+                        "success": episode.success,
+                        "length": int(episode.length),
+                        "policy_version": int(episode.policy_version),
+                        "station": self.station,
+                    }
+                )
+            )
+        )
+
+        result.success = episode.success
+        result.length = episode.length
+        result.episode_return = float(np.sum(episode.rewards))
+        result.termination_reason = reason
+        result.episode_id = episode.episode_id
+        result.policy_version = episode.policy_version
+        result.instruction = record.instruction
+        if reason == Goal.TERMINATION_ABORTED:
+            result.termination_detail = "cancelled by the operator"
+            handle.canceled()
+        else:
+            handle.succeed()
+
+    def _wait_for_end(self, handle, max_steps: int) -> int:
+        """Block (on this worker thread) until success, the step limit or cancel."""
+        sent = -1
+        with self.changed:
+            while True:
+                record = self.record
+                if handle.is_cancel_requested:
+                    return Goal.TERMINATION_ABORTED
+                if record.success_at is not None:
+                    return Goal.TERMINATION_SUCCESS
+                if len(record.commands) >= max_steps:
+                    return Goal.TERMINATION_MAX_STEPS
+                if len(record.commands) != sent:
+                    sent = len(record.commands)
+                    feedback = RunEpisode.Feedback(
+                        step=sent,
+                        expected_steps_to_go=(
+                            record.latest_d if np.isfinite(record.latest_d) else -1.0
+                        ),
+                    )
+                    if record.commands:
+                        feedback.latest_action = list(record.commands[-1].values)
+                    handle.publish_feedback(feedback)
+                self.changed.wait(timeout=0.1)
+
+    def _finish_record(self) -> EpisodeRecord:
+        """Stop recording once the observation after the last action has arrived."""
+        deadline = time.monotonic() + self.final_wait
+        with self.changed:
+            record = self.record
+            last = record.commands[-1].step if record.commands else -1
+            while not any(step > last for step in record.observations):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.changed.wait(timeout=remaining)
+            self.record = None
+        if not any(step > last for step in record.observations):
+            # No fresh observation came: the last action's outcome is unknown, drop it.
+            if record.commands:
+                record.commands.pop()
+            self.diag.count("episodes.final_observation_missing")
+        return record
+
+    def _label(self, record: EpisodeRecord, reason: int) -> LabelledEpisode:
+        """Steps-to-go for o_0..o_T, rewards and returns (Eq. 2, Algorithm 1)."""
+        obs = [record.observations[c.step] for c in record.commands]
+        last = record.commands[-1].step if record.commands else -1
+        later = [s for s in record.observations if s > last]
+        final = record.observations[min(later)] if later else (obs[-1] if obs else None)
+        if final is None:
+            final = record.observations[max(record.observations)] if record.observations else None
+        if final is None:
+            raise RuntimeError("no observation was received during the episode")
+        scored = [*obs, final]
+        for o in scored:
+            o.instruction = record.instruction
+        d = np.concatenate(
+            [
+                self._steps_to_go(scored[i : i + self.label_batch], record)
+                for i in range(0, len(scored), self.label_batch)
+            ]
+        )
+        rewards = rewards_from_steps_to_go(d)
+        returns = discounted_returns(rewards, self.gamma)
+        tokens = [list(c.action_tokens) for c in record.commands]
+        tokens_per_action = len(tokens[0]) if tokens else 0
+        if any(len(t) != tokens_per_action for t in tokens):
+            raise RuntimeError("the policy changed its action tokenization mid-episode")
+        values = [list(c.values) for c in record.commands]
+        episode = LabelledEpisode(
+            episode_id=record.episode_id,
+            station=self.station,
+            policy_version=min((c.policy_version for c in record.commands), default=0),
+            instruction=record.instruction,
+            length=len(record.commands),
+            observations=obs,
+            tokens_per_action=tokens_per_action,
+            action_tokens=[int(t) for row in tokens for t in row],
+            action_dim=len(values[0]) if values else 0,
+            actions=[float(v) for row in values for v in row],
+            steps_to_go=d.astype(np.float32).tolist(),
+            rewards=rewards.astype(np.float32).tolist(),
+            returns=returns.astype(np.float32).tolist(),
+            gamma=float(self.gamma),
+            success=reason == Goal.TERMINATION_SUCCESS,
+            termination_reason=reason,
+        )
+        episode.header.stamp = self.get_clock().now().to_msg()
+        return episode
+
+    def _steps_to_go(self, observations: list[Observation], record: EpisodeRecord) -> np.ndarray:
+        """d for a batch, waiting and retrying while the service is unavailable."""
+        while rclpy.ok(context=self.context):
+            try:
+                response = self.call(
+                    self.label_client,
+                    StepsToGo.Request(observations=observations, instruction=record.instruction),
+                )
+            except TimeoutError as error:
+                self.diag.reject("labelling", f"{error}; retrying")
+                time.sleep(self.retry_s)
+                continue
+            if not response.ok:
+                raise RuntimeError(f"steps_to_go refused the episode: {response.message}")
+            d = np.array([p.expected_steps for p in response.predictions], dtype=np.float64)
+            if d.shape != (len(observations),) or not np.all(np.isfinite(d)):
+                raise RuntimeError("steps_to_go returned a malformed labelling")
+            return d
+        raise RuntimeError("shutting down before the episode was labelled")
+
+    def call(self, client, request):
+        """Call a service from a worker thread; TimeoutError if it is down or slow."""
+        if not client.wait_for_service(timeout_sec=self.call_timeout):
+            raise TimeoutError(f"service {client.srv_name} is not available")
+        done = threading.Event()
+        future = client.call_async(request)
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(self.call_timeout):
+            client.remove_pending_request(future)
+            raise TimeoutError(f"service {client.srv_name} did not answer")
+        return future.result()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = ActorNode()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

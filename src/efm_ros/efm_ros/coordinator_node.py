@@ -1,0 +1,313 @@
+"""``coordinator``: drives the practice of any number of stations (paper Appendix J,
+central coordinator; Section 6 on stopping before over-optimisation).
+
+Sends RunEpisode goals to every idle station's actor (``/<station>/run_episode``), pauses
+and resumes collection around learning rounds (the learner asks through ``practice/command``,
+as an operator can), tracks per-station and overall detector success, episode length and
+d at the start, and publishes PracticeStatus on ``practice/status``. Practice stops at a
+budget of episodes or at a success plateau: no gain of ``plateau.min_gain`` in the
+per-version success rate over ``plateau.patience`` policy versions. A station whose actor
+disappears is marked ``lost``, its episode written off, and practice goes on with the
+others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+import rclpy
+from rclpy.action import ActionClient
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+
+from efm_interfaces.action import RunEpisode
+from efm_interfaces.msg import PracticeStatus, StationStatus, WeightsUpdate
+from efm_interfaces.srv import PracticeCommand
+from efm_ros.diagnostics import Diagnostics
+from efm_ros.params import Parameters
+from efm_ros.qos import LATCHED
+
+Cmd = PracticeCommand.Request
+
+
+@dataclass
+class Station:
+    """The coordinator's view of one station."""
+
+    name: str
+    client: ActionClient
+    state: str = "idle"
+    goal_handle: object = None
+    pending: object = None
+    last_seen: float = field(default_factory=time.monotonic)
+    episodes: int = 0
+    recent: deque = field(default_factory=lambda: deque(maxlen=50))
+    first_d: float | None = None
+
+
+class CoordinatorNode(Node):
+    """Runs practice across stations until stopped, out of budget or on a plateau."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("coordinator", **kwargs)
+        p = Parameters(self)
+        names = p.declare(
+            "stations",
+            ["station_0"],
+            "Station namespaces to drive.",
+            read_only=True,
+            validator=lambda v: (
+                None if v and len(set(v)) == len(v) else "need unique, non-empty station names"
+            ),
+        )
+        self.max_steps = p.declare(
+            "episode.max_steps",
+            0,
+            "Step limit sent with each goal (0 = the actor's default) [steps].",
+            min_value=0,
+        )
+        self.task_family = p.declare("episode.task_family", "", "Task family for goals.")
+        self.budget = p.declare(
+            "budget.episodes", 0, "Stop after this many episodes (0 = no budget).", min_value=0
+        )
+        self.patience = p.declare(
+            "plateau.patience",
+            0,
+            "Stop when success has not improved for this many policy versions (0 = never).",
+            min_value=0,
+        )
+        self.min_gain = p.declare(
+            "plateau.min_gain",
+            0.02,
+            "Success-rate gain that counts as improvement.",
+            min_value=0.0,
+            max_value=1.0,
+        )
+        self.lost_after = p.declare(
+            "station.lost_after_s",
+            5.0,
+            "Mark a station lost when its actor is unreachable this long [s].",
+            min_value=0.1,
+        )
+        rate = p.declare("status.rate_hz", 2.0, "PracticeStatus rate [Hz].", min_value=0.1)
+        self.start_paused = p.declare(
+            "start_paused", False, "Wait for a RESUME before collecting.", read_only=True
+        )
+
+        self.diag = Diagnostics(self)
+        self.stations = {
+            n: Station(n, ActionClient(self, RunEpisode, f"/{n.strip('/')}/run_episode"))
+            for n in names
+        }
+        self.pauses: set[str] = {"operator"} if self.start_paused else set()
+        self.stopped = ""
+        self.episodes_total = 0
+        self.policy_version = 0
+        self.learning_round = 0
+        self.version_success: dict[int, list[bool]] = defaultdict(list)
+        self.best_rate = -1.0
+        self.versions_without_gain = 0
+        self.buffer_samples = 0
+        self.status_pub = self.create_publisher(PracticeStatus, "practice/status", LATCHED)
+        self.create_service(PracticeCommand, "practice/command", self.on_command)
+        self.create_subscription(WeightsUpdate, "/learner/weights", self.on_weights, LATCHED)
+        self.create_timer(0.05, self.dispatch)
+        self.create_timer(1.0 / rate, self.publish_status)
+        self.get_logger().info(f"coordinator ready: stations {list(self.stations)}")
+
+    # -- practice loop --------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        if self.stopped:
+            return "stopped"
+        if "learner" in self.pauses:
+            return "learning"
+        return "paused" if self.pauses else "collecting"
+
+    def dispatch(self) -> None:
+        now = time.monotonic()
+        for st in self.stations.values():
+            ready = st.client.server_is_ready()
+            if ready:
+                st.last_seen = now
+                if st.state == "lost":
+                    st.state = "idle"
+                    self.get_logger().info(f"{st.name} is back")
+            elif st.state != "lost" and now - st.last_seen > self.lost_after:
+                self.get_logger().error(f"{st.name}: actor unreachable, marking it lost")
+                self.diag.count("stations.lost")
+                st.state, st.goal_handle, st.pending = "lost", None, None
+            if self.state != "collecting" or st.state != "idle" or not ready:
+                continue
+            if self.budget and self.episodes_total + self.running() >= self.budget:
+                continue
+            goal = RunEpisode.Goal(
+                station=st.name, max_steps=self.max_steps, task_family=self.task_family, seed=-1
+            )
+            st.state = "running"
+            st.first_d = None
+            st.pending = st.client.send_goal_async(
+                goal, feedback_callback=lambda f, s=st: self.on_feedback(s, f)
+            )
+            st.pending.add_done_callback(lambda fut, s=st: self.on_accepted(s, fut))
+
+    def running(self) -> int:
+        return sum(st.state == "running" for st in self.stations.values())
+
+    def on_feedback(self, st: Station, feedback) -> None:
+        d = feedback.feedback.expected_steps_to_go
+        if st.first_d is None and d >= 0:
+            st.first_d = float(d)
+
+    def on_accepted(self, st: Station, future) -> None:
+        handle = future.result()
+        if st.state != "running":
+            return
+        if handle is None or not handle.accepted:
+            self.diag.reject("goal", f"{st.name} rejected the episode goal")
+            st.state = "idle"
+            return
+        st.goal_handle = handle
+        handle.get_result_async().add_done_callback(lambda f, s=st: self.on_result(s, f))
+
+    def on_result(self, st: Station, future) -> None:
+        if st.state == "lost":
+            return  # written off already
+        st.goal_handle = None
+        st.state = "idle"
+        response = future.result()
+        result = response.result
+        if result.termination_reason == RunEpisode.Goal.TERMINATION_ERROR:
+            self.diag.reject("episode", f"{st.name}: {result.termination_detail}")
+            return
+        st.episodes += 1
+        self.episodes_total += 1
+        st.recent.append((bool(result.success), int(result.length), st.first_d))
+        self.version_success[int(result.policy_version)].append(bool(result.success))
+        if self.budget and self.episodes_total >= self.budget:
+            self.stop("budget")
+
+    def on_weights(self, msg: WeightsUpdate) -> None:
+        if msg.version <= self.policy_version:
+            return
+        finished = self.version_success.get(self.policy_version, [])
+        if finished:
+            rate = sum(finished) / len(finished)
+            if rate > self.best_rate + self.min_gain:
+                self.best_rate, self.versions_without_gain = rate, 0
+            else:
+                self.versions_without_gain += 1
+            if self.patience and self.versions_without_gain >= self.patience:
+                self.stop("plateau")
+        self.policy_version = int(msg.version)
+        self.learning_round = int(msg.learning_round)
+
+    def stop(self, reason: str) -> None:
+        if self.stopped:
+            return
+        self.stopped = reason
+        self.get_logger().info(f"practice stopped: {reason}")
+        self.abort("")
+        self.publish_status()
+
+    def abort(self, station: str) -> list[str]:
+        aborted = []
+        for st in self.stations.values():
+            if station and st.name != station:
+                continue
+            if st.goal_handle is not None:
+                st.goal_handle.cancel_goal_async()
+                aborted.append(st.name)
+        return aborted
+
+    # -- operator interface -----------------------------------------------------------------
+    def on_command(self, request: Cmd, response: PracticeCommand.Response):
+        source = request.source or "operator"
+        if source not in ("operator", "learner"):
+            response.ok, response.message = False, f"unknown source {source!r}"
+            return response
+        response.ok = True
+        if request.command == Cmd.PAUSE:
+            self.pauses.add(source)
+            response.message = f"paused by {source}"
+        elif request.command == Cmd.RESUME:
+            self.pauses.discard(source)
+            response.message = f"{source} resumed; state {self.state}"
+        elif request.command == Cmd.STOP:
+            self.stop("operator")
+            response.message = "stopped"
+        elif request.command == Cmd.ABORT_EPISODE:
+            if request.station and request.station not in self.stations:
+                response.ok = False
+                response.message = (
+                    f"unknown station {request.station!r}; valid: {list(self.stations)}"
+                )
+            else:
+                aborted = self.abort(request.station)
+                response.message = f"aborting {aborted}" if aborted else "nothing running"
+        else:
+            response.ok, response.message = False, f"unknown command {request.command}"
+        self.get_logger().info(f"command {request.command} from {source}: {response.message}")
+        self.publish_status()
+        return response
+
+    def publish_status(self) -> None:
+        msg = PracticeStatus(
+            state=self.state,
+            stop_reason=self.stopped,
+            policy_version=self.policy_version,
+            learning_round=self.learning_round,
+            episodes_total=self.episodes_total,
+        )
+        msg.header.stamp = self.get_clock().now().to_msg()
+        everything = []
+        for st in self.stations.values():
+            recent = list(st.recent)
+            everything += recent
+            msg.stations.append(self.station_status(st, recent))
+        success, length, d0 = self.summarise(everything)
+        msg.success_rate, msg.mean_length, msg.mean_steps_to_go = success, length, d0
+        self.status_pub.publish(msg)
+
+    def station_status(self, st: Station, recent: list) -> StationStatus:
+        success, length, d0 = self.summarise(recent)
+        status = StationStatus(
+            station=st.name,
+            state=st.state,
+            episodes=st.episodes,
+            success_rate=success,
+            mean_length=length,
+            mean_steps_to_go=d0,
+        )
+        return status
+
+    @staticmethod
+    def summarise(recent: list) -> tuple[float, float, float]:
+        if not recent:
+            return 0.0, 0.0, 0.0
+        d0 = [d for _, _, d in recent if d is not None]
+        return (
+            sum(s for s, _, _ in recent) / len(recent),
+            sum(n for _, n, _ in recent) / len(recent),
+            sum(d0) / len(d0) if d0 else 0.0,
+        )
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = CoordinatorNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
