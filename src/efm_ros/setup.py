@@ -25,6 +25,10 @@ setup(
             "sim_robot = efm_ros.sim_robot:main",
             "steps_to_go = efm_ros.steps_to_go_node:main",
             "policy = efm_ros.policy_node:main",
+            "actor = efm_ros.actor_node:main",
+            "learner = efm_ros.learner_node:main",
+            "coordinator = efm_ros.coordinator_node:main",
+            "bringup = efm_ros.bringup:main",
         ]
     },
 )

@@ -152,3 +152,80 @@ class Adder:
             observations[keys.INSTRUCTION] = [episode.instruction] * t
         self.buffer._add(observations, np.asarray(episode.action_tokens), returns)
         return LabelStats(length=t, rewards=rewards, returns=returns, steps_to_go=d)
+
+
+class LabelledAdder:
+    """The path into the buffer for episodes labelled elsewhere (paper Appendix J.1: actors
+    query the steps-to-go inference nodes, compute returns and send the labelled tuples to
+    the replay buffer server).
+
+    Nothing is trusted: shapes must agree (T actions, T + 1 values of d), numbers must be
+    finite, tokens in the vocabulary, and the returns must be the discounted sums of
+    ``r_t = d_t - d_{t+1}`` (Eq. 2) within ``tolerance``.
+    """
+
+    def __init__(
+        self,
+        buffer: ReplayBuffer,
+        num_tokens: int,
+        vocab: int,
+        gamma: float,
+        tolerance: float = 1e-3,
+    ) -> None:
+        self.buffer = buffer
+        self.num_tokens = num_tokens
+        self.vocab = vocab
+        self.gamma = gamma
+        self.tolerance = tolerance
+        self.refused = 0
+
+    def add(
+        self,
+        observations: dict[str, Any],
+        action_tokens: np.ndarray,
+        steps_to_go: np.ndarray,
+        returns: np.ndarray,
+        gamma: float,
+    ) -> LabelStats:
+        try:
+            stats = self._check(observations, action_tokens, steps_to_go, returns, gamma)
+        except EpisodeError:
+            self.refused += 1
+            raise
+        self.buffer._add(observations, np.asarray(action_tokens, dtype=np.int64), stats.returns)
+        return stats
+
+    def _check(self, observations, action_tokens, steps_to_go, returns, gamma) -> LabelStats:
+        tokens = np.asarray(action_tokens)
+        t = len(tokens)
+        if t < 1:
+            raise EpisodeError("episode has no actions")
+        if tokens.shape != (t, self.num_tokens) or not np.issubdtype(tokens.dtype, np.integer):
+            raise EpisodeError(
+                f"action_tokens must be integer ({t}, {self.num_tokens}), "
+                f"got {tokens.dtype} {tokens.shape}"
+            )
+        if tokens.min() < 0 or tokens.max() >= self.vocab:
+            raise EpisodeError(f"action tokens outside [0, {self.vocab - 1}]")
+        d = np.asarray(steps_to_go, dtype=np.float64)
+        r = np.asarray(returns, dtype=np.float64)
+        if d.shape != (t + 1,) or r.shape != (t,):
+            raise EpisodeError(
+                f"{t} actions need {t + 1} steps-to-go values and {t} returns, "
+                f"got {d.shape[0] if d.ndim else d.shape} and "
+                f"{r.shape[0] if r.ndim else r.shape}"
+            )
+        if not (np.all(np.isfinite(d)) and np.all(np.isfinite(r))):
+            raise EpisodeError("non-finite steps-to-go or returns")
+        if abs(gamma - self.gamma) > 1e-6:
+            raise EpisodeError(f"returns discounted with gamma {gamma}, learner uses {self.gamma}")
+        rewards = rewards_from_steps_to_go(d)
+        expected = discounted_returns(rewards, self.gamma)
+        if np.max(np.abs(expected - r)) > self.tolerance * max(1.0, np.max(np.abs(expected))):
+            raise EpisodeError("returns do not match the steps-to-go labels (Eq. 2)")
+        for key, value in observations.items():
+            if len(value) != t:
+                raise EpisodeError(
+                    f"observation field {key!r} has {len(value)} rows for {t} actions"
+                )
+        return LabelStats(length=t, rewards=rewards, returns=expected, steps_to_go=d)

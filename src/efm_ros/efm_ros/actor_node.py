@@ -38,6 +38,7 @@ from efm_interfaces.msg import ActionCommand, LabelledEpisode, Observation, Step
 from efm_interfaces.srv import ResetStation, StepsToGo
 from efm_learning.returns import PAPER_GAMMA, discounted_returns
 from efm_learning.reward import rewards_from_steps_to_go
+from efm_ros.conversions import parse_episode_event
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
@@ -106,6 +107,13 @@ class ActorNode(Node):
             "Re-send unacknowledged episodes this often [s].",
             min_value=0.1,
         )
+        self.wait_for_nodes = p.declare(
+            "episode.wait_for_nodes",
+            ["episode_recorder", "camera_ingest"],
+            "Nodes that must be listening on episode/events before an episode starts "
+            "(so no bag misses its start); empty list: none.",
+            read_only=True,
+        )
         self.reset_service = p.declare(
             "reset.service", "reset", "Station reset service.", read_only=True
         )
@@ -116,6 +124,7 @@ class ActorNode(Node):
         self.changed = threading.Condition(self.lock)
         self.record: EpisodeRecord | None = None
         self.busy = False
+        self.shutting_down = False
         self.unacked: dict[str, LabelledEpisode] = {}
         self.counter = 0
         self.policy_version = 0
@@ -160,6 +169,8 @@ class ActorNode(Node):
     def on_observation(self, msg: Observation) -> None:
         with self.changed:
             if self.record is not None:
+                if not self.record.observations and msg.step != 0:
+                    return  # numbering from before this episode's start event
                 if len(self.record.observations) > 100_000:
                     self.diag.reject("observation", "episode too long to buffer")
                     return
@@ -227,13 +238,14 @@ class ActorNode(Node):
         try:
             self._run(handle, goal, result)
         except Exception as error:  # any failure ends this episode, never the node
-            self.get_logger().error(f"episode failed: {error}")
             result.termination_reason = Goal.TERMINATION_ERROR
             result.termination_detail = str(error)
-            self.instruction_pub.publish(String(data=""))
             with self.lock:
                 self.record = None
-            handle.abort()
+            if not self.shutting_down:
+                self.get_logger().error(f"episode failed: {error}")
+                self.instruction_pub.publish(String(data=""))
+                handle.abort()
         finally:
             with self.lock:
                 self.busy = False
@@ -241,6 +253,7 @@ class ActorNode(Node):
 
     def _run(self, handle, goal: Goal, result: RunEpisode.Result) -> None:
         max_steps = goal.max_steps or self.default_max_steps
+        self._wait_for_listeners()
         self.instruction_pub.publish(String(data=""))  # policy holds during the reset
         reset = self.call(
             self.reset_client,
@@ -256,18 +269,11 @@ class ActorNode(Node):
         episode_id = f"{self.station}-{uuid.uuid4().hex[:8]}-{self.counter:06d}"
         with self.lock:
             self.record = EpisodeRecord(episode_id, reset.instruction, time.monotonic())
-        self.events_pub.publish(
-            String(
-                data=json.dumps(
-                    {
-                        "event": "start",
-                        "episode_id": episode_id,
-                        "instruction": reset.instruction,
-                        "station": self.station,
-                        "policy_version": self.policy_version,
-                    }
-                )
-            )
+        self.publish_event(
+            event="start",
+            episode_id=episode_id,
+            instruction=reset.instruction,
+            policy_version=self.policy_version,
         )
         self.instruction_pub.publish(String(data=reset.instruction))
         reason = self._wait_for_end(handle, max_steps)
@@ -278,20 +284,11 @@ class ActorNode(Node):
             self.unacked[episode.episode_id] = episode
         self.episode_pub.publish(episode)
         self.diag.count("episodes.sent")
-        self.events_pub.publish(
-            String(
-                data=json.dumps(
-                    {
-                        "event": "stop",
-                        "episode_id": episode_id,
-                        "instruction": record.instruction,
-                        "success": episode.success,
-                        "length": int(episode.length),
-                        "policy_version": int(episode.policy_version),
-                        "station": self.station,
-                    }
-                )
-            )
+        self.publish_event(
+            event="stop",
+            episode_id=episode_id,
+            success=bool(episode.success),
+            length=int(episode.length),
         )
 
         result.success = episode.success
@@ -307,12 +304,33 @@ class ActorNode(Node):
         else:
             handle.succeed()
 
+    def _wait_for_listeners(self) -> None:
+        """Block until every node of ``episode.wait_for_nodes`` subscribes episode/events."""
+        deadline = time.monotonic() + self.call_timeout
+        topic = self.events_pub.topic_name
+        while True:
+            listening = {i.node_name for i in self.get_subscriptions_info_by_topic(topic)}
+            missing = [n for n in self.wait_for_nodes if n and n not in listening]
+            if not missing:
+                return
+            if time.monotonic() > deadline or self.shutting_down:
+                raise RuntimeError(f"{missing} not listening on {topic}")
+            time.sleep(0.05)
+
+    def publish_event(self, **event) -> None:
+        """An ``episode/events`` message, checked by the parser its readers use."""
+        text = json.dumps(event)
+        parse_episode_event(text)
+        self.events_pub.publish(String(data=text))
+
     def _wait_for_end(self, handle, max_steps: int) -> int:
         """Block (on this worker thread) until success, the step limit or cancel."""
         sent = -1
         with self.changed:
             while True:
                 record = self.record
+                if self.shutting_down:
+                    raise RuntimeError("actor shutting down")
                 if handle.is_cancel_requested:
                     return Goal.TERMINATION_ABORTED
                 if record.success_at is not None:
@@ -400,7 +418,7 @@ class ActorNode(Node):
 
     def _steps_to_go(self, observations: list[Observation], record: EpisodeRecord) -> np.ndarray:
         """d for a batch, waiting and retrying while the service is unavailable."""
-        while rclpy.ok(context=self.context):
+        while rclpy.ok(context=self.context) and not self.shutting_down:
             try:
                 response = self.call(
                     self.label_client,
@@ -443,6 +461,8 @@ def main(args: list[str] | None = None) -> None:
         pass
     finally:
         if node is not None:
+            node.shutting_down = True  # ends a running episode's wait loop
+            time.sleep(0.3)
             node.destroy_node()
         rclpy.try_shutdown()
 

@@ -21,6 +21,7 @@ import rclpy
 from rclpy.action import ActionClient
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from std_msgs.msg import UInt64
 
 from efm_interfaces.action import RunEpisode
 from efm_interfaces.msg import PracticeStatus, StationStatus, WeightsUpdate
@@ -45,6 +46,8 @@ class Station:
     episodes: int = 0
     recent: deque = field(default_factory=lambda: deque(maxlen=50))
     first_d: float | None = None
+    #: policy version the station reports on /<station>/policy/version (-1: unknown)
+    version: int = -1
 
 
 class CoordinatorNode(Node):
@@ -92,6 +95,13 @@ class CoordinatorNode(Node):
             min_value=0.1,
         )
         rate = p.declare("status.rate_hz", 2.0, "PracticeStatus rate [Hz].", min_value=0.1)
+        self.wait_for_learner = p.declare(
+            "wait_for_learner",
+            True,
+            "Dispatch only after the learner has announced the policy version, and only to "
+            "stations acting with it (episodes of an older version would be refused).",
+            read_only=True,
+        )
         self.start_paused = p.declare(
             "start_paused", False, "Wait for a RESUME before collecting.", read_only=True
         )
@@ -105,6 +115,7 @@ class CoordinatorNode(Node):
         self.stopped = ""
         self.episodes_total = 0
         self.policy_version = 0
+        self.learner_seen = False
         self.learning_round = 0
         self.version_success: dict[int, list[bool]] = defaultdict(list)
         self.best_rate = -1.0
@@ -113,6 +124,13 @@ class CoordinatorNode(Node):
         self.status_pub = self.create_publisher(PracticeStatus, "practice/status", LATCHED)
         self.create_service(PracticeCommand, "practice/command", self.on_command)
         self.create_subscription(WeightsUpdate, "/learner/weights", self.on_weights, LATCHED)
+        for st in self.stations.values():
+            self.create_subscription(
+                UInt64,
+                f"/{st.name.strip('/')}/policy/version",
+                lambda m, s=st: setattr(s, "version", int(m.data)),
+                LATCHED,
+            )
         self.create_timer(0.05, self.dispatch)
         self.create_timer(1.0 / rate, self.publish_status)
         self.get_logger().info(f"coordinator ready: stations {list(self.stations)}")
@@ -140,6 +158,10 @@ class CoordinatorNode(Node):
                 self.diag.count("stations.lost")
                 st.state, st.goal_handle, st.pending = "lost", None, None
             if self.state != "collecting" or st.state != "idle" or not ready:
+                continue
+            if self.wait_for_learner and not (
+                self.learner_seen and st.version == self.policy_version
+            ):
                 continue
             if self.budget and self.episodes_total + self.running() >= self.budget:
                 continue
@@ -190,6 +212,7 @@ class CoordinatorNode(Node):
             self.stop("budget")
 
     def on_weights(self, msg: WeightsUpdate) -> None:
+        self.learner_seen = True
         if msg.version <= self.policy_version:
             return
         finished = self.version_success.get(self.policy_version, [])

@@ -228,6 +228,9 @@ class PolicyNode(Node):
         if self.trigger == "observation" and key == self.acted_on_step:
             return
         self.acted_on_step = key
+        if not self.instruction_for(msg):
+            self.hold("no instruction: no task to act on")  # between episodes, not an error
+            return
         if self.mode == "remote_client":
             self.ask_remote(msg)
             return

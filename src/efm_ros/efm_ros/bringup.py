@@ -1,0 +1,139 @@
+"""Start the practice graph without ``launch`` (PyPI-only workspaces, CI, quick runs).
+
+    python -m efm_ros.bringup --params config/sim_practice.yaml [--robot] [--log-dir DIR]
+
+Starts exactly the nodes that ``launch/sim_practice.launch.py`` starts (both read
+:func:`efm_ros.node_set.practice_nodes`), each as its own process with the same parameter
+file, namespace, overrides and remappings; one log file per node. ^C (or SIGTERM) sends
+SIGINT to every node, so recorders close their bags, then waits; stragglers are killed.
+With ``--exit-with coordinator`` the whole graph stops when that node exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from efm_ros.node_set import NodeSpec, load_params, practice_nodes
+
+
+def ros_args(spec: NodeSpec, params_file: Path) -> list[str]:
+    """The ``--ros-args`` a launch_ros Node action would pass for ``spec``."""
+    args = [
+        "--ros-args",
+        "-r",
+        f"__ns:={spec.namespace}",
+        "-r",
+        f"__node:={spec.name}",
+        "--params-file",
+        str(params_file),
+    ]
+    for key, value in spec.overrides.items():
+        args += ["-p", f"{key}:={value}"]
+    for source, target in spec.remappings:
+        args += ["-r", f"{source}:={target}"]
+    return args
+
+
+class Graph:
+    """The started node processes."""
+
+    def __init__(
+        self,
+        specs: list[NodeSpec],
+        params_file: Path,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs = []
+        for spec in specs:
+            log_name = spec.fully_qualified_name.strip("/").replace("/", ".") + ".log"
+            log = open(log_dir / log_name, "wb")  # noqa: SIM115 - closed in stop()
+            self.logs.append(log)
+            self.procs[spec.fully_qualified_name] = subprocess.Popen(
+                [sys.executable, "-m", spec.module, *ros_args(spec, params_file)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def poll(self) -> dict[str, int]:
+        """Exit codes of the nodes that have exited."""
+        return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
+
+    def stop(self, timeout: float = 15.0) -> dict[str, int]:
+        """SIGINT to all (like ^C), wait up to ``timeout``, then SIGKILL what is left."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self.logs:
+            log.close()
+        return {name: p.returncode for name, p in self.procs.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", required=True, type=Path, help="deployment parameter YAML")
+    parser.add_argument(
+        "--robot",
+        action="store_true",
+        help="real stations: leave out sim_robot (the robot driver runs)",
+    )
+    parser.add_argument("--log-dir", type=Path, default=Path("runs/bringup/logs"))
+    parser.add_argument(
+        "--exit-with", default="", help="stop everything when this node (e.g. /coordinator) exits"
+    )
+    args = parser.parse_args(argv)
+    if os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") is None:
+        print(
+            "note: ROS_AUTOMATIC_DISCOVERY_RANGE is unset; DDS may reach other machines",
+            file=sys.stderr,
+        )
+    specs = practice_nodes(load_params(args.params), sim=not args.robot)
+    graph = Graph(specs, args.params.resolve(), args.log_dir)
+    print(f"started {len(specs)} nodes; logs in {args.log_dir}/")
+    for spec in specs:
+        print(f"  {spec.fully_qualified_name}")
+    stop = {"now": False}
+
+    def request_stop(*_):
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    reported: set[str] = set()
+    try:
+        while not stop["now"]:
+            exited = graph.poll()
+            if args.exit_with and args.exit_with in exited:
+                break
+            for name, code in exited.items():
+                if name not in reported:
+                    reported.add(name)
+                    print(f"node {name} exited with {code}; see its log", file=sys.stderr)
+            time.sleep(0.2)
+    finally:
+        codes = graph.stop()
+    bad = {n: c for n, c in codes.items() if c not in (0, -signal.SIGINT, 130)}
+    print("stopped" + (f"; nodes with errors: {bad}" if bad else ""))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""``learner``: the offboard Stage 2 learner (paper Algorithm 1 outer loop, Appendix J).
+
+Receives LabelledEpisodes on ``/learner/episodes``; each one is validated (lengths, finite
+numbers, returns consistent with the steps-to-go labels, current policy version), written
+to a spool folder and only then acknowledged on ``/learner/acks`` (actors re-send until
+acknowledged). At N x B samples it asks the coordinator to pause, runs N REINFORCE updates
+``-c R_t log pi(a_t|o_t,g)`` over minibatches drawn without replacement, writes the
+checkpoint ``policy/v<k>`` (safetensors + JSON + sha256), publishes WeightsUpdate on
+``/learner/weights`` (latched), clears buffer and spool, and resumes collection.
+
+Exactly once: every accepted episode id is appended to ``seen_episode_ids.txt`` before it
+is acknowledged; duplicates are acknowledged and dropped. Restarted, the learner loads its
+newest ``policy/v<k>`` (optimizer state included) and re-fills the buffer from the spool,
+so an episode received before a crash is neither lost nor used twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import torch
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.serialization import deserialize_message, serialize_message
+from std_msgs.msg import String
+
+from efm_interfaces.msg import LabelledEpisode, WeightsUpdate
+from efm_interfaces.srv import PracticeCommand
+from efm_learning.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    load_checkpoint,
+    load_trainer_state,
+    optimizer_from_state,
+    optimizer_to_state,
+    save_checkpoint,
+    sha256_file,
+)
+from efm_learning.replay_buffer import EpisodeError, LabelledAdder, ReplayBuffer
+from efm_learning.self_improvement import reinforce_step, to_policy_batch
+from efm_ros.conversions import observation_arrays
+from efm_ros.diagnostics import Diagnostics
+from efm_ros.model_host import model_input
+from efm_ros.params import Parameters
+from efm_ros.qos import LATCHED, RELIABLE
+
+
+def newest_version(policy_dir: Path) -> tuple[int, Path] | None:
+    """The highest ``v<k>`` checkpoint under ``policy_dir``."""
+    found = []
+    for path in policy_dir.glob("v*"):
+        if path.is_dir() and path.name[1:].isdigit() and (path / MODEL_FILE).is_file():
+            found.append((int(path.name[1:]), path))
+    return max(found) if found else None
+
+
+class LearnerNode(Node):
+    """Replay buffer + REINFORCE updates + weight publication."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("learner", **kwargs)
+        p = Parameters(self)
+        stage1 = p.declare(
+            "model.policy_checkpoint",
+            "",
+            "Stage 1 policy checkpoint (best BC validation, Appendix B).",
+            read_only=True,
+            validator=lambda v: None if v else "required",
+        )
+        self.out = Path(
+            p.declare(
+                "output_dir", "runs/learner", "Checkpoints, spool and episode ids.", read_only=True
+            )
+        )
+        self.updates = p.declare(
+            "improve.updates_per_round",
+            16,
+            "N updates per round (paper 16).",
+            read_only=True,
+            min_value=1,
+        )
+        self.batch = p.declare(
+            "improve.batch_size", 64, "B, minibatch size (paper 64).", read_only=True, min_value=1
+        )
+        self.c = p.declare(
+            "improve.reinforce_c", 5e-2, "c of -c R log pi (Appendix C).", min_value=0.0
+        )
+        lr = p.declare("improve.lr", 3e-4, "AdamW learning rate.", read_only=True, min_value=0.0)
+        wd = p.declare(
+            "improve.weight_decay", 1e-4, "AdamW weight decay.", read_only=True, min_value=0.0
+        )
+        self.grad_clip = p.declare(
+            "improve.grad_clip", 1.0, "Global-norm gradient clip (0 = off).", min_value=0.0
+        )
+        gamma = p.declare(
+            "improve.gamma",
+            0.9,
+            "Discount the actors must use.",
+            read_only=True,
+            min_value=0.0,
+            max_value=1.0,
+        )
+        seed = p.declare("seed", 0, "Minibatch order seed.", read_only=True)
+        self.pause_service = p.declare(
+            "coordinator.service",
+            "/practice/command",
+            "Coordinator's PracticeCommand service.",
+            read_only=True,
+        )
+
+        self.policy_dir = self.out / "policy"
+        self.spool = self.out / "spool"
+        self.spool.mkdir(parents=True, exist_ok=True)
+        self.seen_path = self.out / "seen_episode_ids.txt"
+        self.seen = set(self.seen_path.read_text().split()) if self.seen_path.exists() else set()
+        newest = newest_version(self.policy_dir)
+        path = newest[1] if newest else Path(stage1)
+        self.version = newest[0] if newest else 0
+        self.model, _ = load_checkpoint(path)
+        self.model.train()
+        self.params = self.model.stage2_parameters()
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=wd)
+        state = load_trainer_state(path) if newest else None
+        if state is not None:
+            optimizer_from_state(self.optimizer, state)
+        self.rng = np.random.default_rng(seed + self.version)
+        self.buffer = ReplayBuffer()
+        self.adder = LabelledAdder(
+            self.buffer, self.model.num_action_tokens, self.model.action_vocab, gamma
+        )
+        self.lock = threading.Lock()
+        self.learning = False
+        self.diag = Diagnostics(self)
+
+        self.ack_pub = self.create_publisher(String, "/learner/acks", RELIABLE)
+        self.weights_pub = self.create_publisher(WeightsUpdate, "/learner/weights", LATCHED)
+        self.create_subscription(LabelledEpisode, "/learner/episodes", self.on_episode, RELIABLE)
+        self.coordinator = self.create_client(
+            PracticeCommand, self.pause_service, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        self.restore_spool()
+        self.publish_weights(path)
+        self.get_logger().info(
+            f"learner ready: policy v{self.version} from {path}, buffer {len(self.buffer)} / "
+            f"{self.capacity} samples"
+        )
+        self.maybe_learn()
+
+    @property
+    def capacity(self) -> int:
+        return self.updates * self.batch
+
+    # -- episodes in ----------------------------------------------------------------------
+    def on_episode(self, msg: LabelledEpisode) -> None:
+        with self.lock:
+            accepted = self.accept(msg, from_spool=False)
+        self.ack_pub.publish(String(data=msg.episode_id))  # decided: never re-send it
+        if accepted:
+            self.maybe_learn()
+
+    def accept(self, msg: LabelledEpisode, from_spool: bool) -> bool:
+        """Validate and add one episode (caller holds the lock)."""
+        if not msg.episode_id or "/" in msg.episode_id or msg.episode_id.startswith("."):
+            self.diag.reject("episode", f"bad episode id {msg.episode_id!r}")
+            return False
+        if msg.episode_id in self.seen and not from_spool:
+            self.diag.count("episodes.duplicate")
+            return False
+        if self.learning or msg.policy_version != self.version:
+            self.diag.reject(
+                "stale",
+                f"{msg.episode_id}: policy v{msg.policy_version}, "
+                f"learner at v{self.version}{' (learning)' if self.learning else ''}",
+            )
+            return False
+        try:
+            observations, tokens = self.unpack(msg)
+            stats = self.adder.add(
+                observations,
+                tokens,
+                np.asarray(msg.steps_to_go),
+                np.asarray(msg.returns),
+                msg.gamma,
+            )
+        except (EpisodeError, ValueError) as error:
+            self.diag.reject("episode", f"{msg.episode_id}: {error}")
+            return False
+        if not from_spool:
+            spool_file = self.spool / f"{msg.episode_id}.cdr"
+            tmp = spool_file.with_suffix(".tmp")
+            tmp.write_bytes(serialize_message(msg))
+            tmp.replace(spool_file)
+            self.seen.add(msg.episode_id)
+            with self.seen_path.open("a") as handle:
+                handle.write(msg.episode_id + "\n")
+        self.diag.count("episodes.accepted")
+        self.diag.count("samples", stats.length)
+        return True
+
+    def unpack(self, msg: LabelledEpisode) -> tuple[dict, np.ndarray]:
+        """Message -> (observation batch for o_0..o_T-1, tokens (T, K)); ValueError if bad."""
+        t = int(msg.length)
+        if t < 1 or len(msg.observations) != t:
+            raise ValueError(f"length {t} but {len(msg.observations)} observations")
+        k = int(msg.tokens_per_action)
+        if k != self.model.num_action_tokens or len(msg.action_tokens) != t * k:
+            raise ValueError(
+                f"{len(msg.action_tokens)} action tokens for {t} x {k}; the "
+                f"policy uses {self.model.num_action_tokens} per action"
+            )
+        if len(msg.rewards) != t or len(msg.returns) != t or len(msg.steps_to_go) != t + 1:
+            raise ValueError("rewards/returns/steps_to_go lengths do not match the episode")
+        arrays = [observation_arrays(o) for o in msg.observations]
+        batch = model_input(arrays, msg.instruction)
+        tokens = np.asarray(msg.action_tokens, dtype=np.int64).reshape(t, k)
+        return batch, tokens
+
+    def restore_spool(self) -> None:
+        for path in sorted(self.spool.glob("*.cdr")):
+            msg = deserialize_message(path.read_bytes(), LabelledEpisode)
+            with self.lock:
+                if not self.accept(msg, from_spool=True):
+                    path.unlink()  # from an older policy version: already learned from
+
+    # -- learning -------------------------------------------------------------------------
+    def maybe_learn(self) -> None:
+        with self.lock:
+            if self.learning or len(self.buffer) < self.capacity:
+                return
+            self.learning = True
+        threading.Thread(target=self.learn, name="efm-learner-round", daemon=True).start()
+
+    def command(self, command: int) -> None:
+        if not self.coordinator.wait_for_service(timeout_sec=2.0):
+            self.diag.reject("coordinator", "practice/command unavailable")
+            return
+        self.coordinator.call_async(PracticeCommand.Request(command=command, source="learner"))
+
+    def learn(self) -> None:
+        """N REINFORCE updates (Algorithm 1), checkpoint, publish, clear, resume."""
+        self.command(PracticeCommand.Request.PAUSE)
+        try:
+            stats = []
+            for batch in self.buffer.minibatches(self.updates, self.batch, self.rng):
+                prepared = to_policy_batch(self.model, batch)
+                stats.append(
+                    reinforce_step(
+                        self.model, self.optimizer, self.params, prepared, self.c, self.grad_clip
+                    )
+                )
+            version = self.version + 1
+            path = save_checkpoint(
+                self.policy_dir / f"v{version}",
+                self.model,
+                metadata={
+                    "policy_version": version,
+                    "learning_round": version,
+                    "samples": len(self.buffer),
+                    "loss": float(np.mean([s["loss"] for s in stats])),
+                },
+                trainer_state=optimizer_to_state(self.optimizer),
+            )
+            with self.lock:
+                self.version = version
+                self.buffer.clear()
+                for spooled in self.spool.glob("*.cdr"):
+                    spooled.unlink()
+                self.learning = False
+            self.diag.count("rounds")
+            self.publish_weights(path)
+            loss = np.mean([s["loss"] for s in stats])
+            norm = np.mean([s["grad_norm"] for s in stats])
+            self.get_logger().info(
+                f"round {version}: {len(stats)} updates, loss {loss:.4f}, grad norm {norm:.3f}"
+                f" -> policy v{version}"
+            )
+        except Exception as error:  # keep the last good checkpoint, stay paused, say why
+            self.get_logger().error(f"learning round failed, practice stays paused: {error}")
+            self.diag.reject("round", str(error))
+            return
+        self.command(PracticeCommand.Request.RESUME)
+
+    def publish_weights(self, path: Path) -> None:
+        msg = WeightsUpdate(
+            version=self.version,
+            uri=f"file://{path.resolve()}",
+            sha256=sha256_file(path / MODEL_FILE),
+            config_sha256=sha256_file(path / CONFIG_FILE),
+            learning_round=self.version,
+        )
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.created = msg.header.stamp
+        self.weights_pub.publish(msg)
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = LearnerNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

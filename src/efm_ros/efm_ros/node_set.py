@@ -1,0 +1,104 @@
+"""The one description of efm's practice graph (STYLE.md, nav2: build the node list from
+one table). ``launch/*.launch.py`` (robot computers with ``launch_ros``) and
+:mod:`efm_ros.bringup` (anywhere, e.g. this PyPI-only workspace) both call
+:func:`practice_nodes`, so the two cannot drift.
+
+The deployment YAML is a standard ROS 2 parameter file. Station nodes are keyed
+``/**/<node>`` (every station gets the same values), globals by their fully qualified
+name, and the coordinator's ``stations`` list decides which stations exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: nodes started once per station, in start order (sim_robot only with a simulator)
+STATION_NODES = ("sim_robot", "camera_ingest", "steps_to_go", "policy", "episode_recorder", "actor")
+#: nodes started once per deployment
+GLOBAL_NODES = ("learner", "coordinator")
+#: console script and module of each node
+EXECUTABLES = {
+    "sim_robot": "efm_ros.sim_robot",
+    "camera_ingest": "efm_ros.camera_ingest",
+    "steps_to_go": "efm_ros.steps_to_go_node",
+    "policy": "efm_ros.policy_node",
+    "episode_recorder": "efm_ros.episode_recorder",
+    "actor": "efm_ros.actor_node",
+    "learner": "efm_ros.learner_node",
+    "coordinator": "efm_ros.coordinator_node",
+}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node to start: ``ros2 run efm_ros <executable>`` under ``namespace``."""
+
+    executable: str
+    namespace: str
+    #: parameters set on top of the YAML (the station name, from the namespace)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def module(self) -> str:
+        return EXECUTABLES[self.executable]
+
+    @property
+    def name(self) -> str:
+        return self.executable
+
+    @property
+    def fully_qualified_name(self) -> str:
+        return f"{self.namespace.rstrip('/')}/{self.name}"
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read a ROS 2 parameter YAML, refusing what rcl would refuse, with the key named."""
+    path = Path(path)
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a parameter file must map node names to ros__parameters")
+    for node, body in data.items():
+        if not isinstance(body, dict) or "ros__parameters" not in body:
+            raise ValueError(f"{path}: {node!r} has no ros__parameters section")
+    return data
+
+
+def node_params(params: dict[str, Any], fully_qualified: str) -> dict[str, Any]:
+    """The parameters the YAML gives one node (``/**/name`` then exact-name keys)."""
+    name = fully_qualified.rsplit("/", 1)[-1]
+    merged: dict[str, Any] = {}
+    for key in (f"/**/{name}", fully_qualified, fully_qualified.lstrip("/")):
+        merged.update(params.get(key, {}).get("ros__parameters", {}))
+    return merged
+
+
+def practice_nodes(params: dict[str, Any], *, sim: bool) -> list[NodeSpec]:
+    """Every node of a practice deployment: station nodes per station, then the globals.
+
+    ``sim=False`` leaves out ``sim_robot``: on a robot computer the robot's own driver
+    publishes the cameras and joint states and serves ``reset``.
+    """
+    stations = node_params(params, "/coordinator").get("stations")
+    if not stations or not all(isinstance(s, str) and s.strip("/") for s in stations):
+        raise ValueError("coordinator.ros__parameters.stations must list station names")
+    specs: list[NodeSpec] = []
+    for station in stations:
+        ns = "/" + station.strip("/")
+        for node in STATION_NODES:
+            if node == "sim_robot" and not sim:
+                continue
+            specs.append(
+                NodeSpec(
+                    node,
+                    ns,
+                    overrides={"station": station.strip("/")},
+                    remappings=(("weights", "/learner/weights"),) if node == "policy" else (),
+                )
+            )
+    specs += [NodeSpec(node, "/") for node in GLOBAL_NODES]
+    return specs
