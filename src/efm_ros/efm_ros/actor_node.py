@@ -280,10 +280,13 @@ class ActorNode(Node):
         self.instruction_pub.publish(String(data=""))
         record = self._finish_record()
         episode = self._label(record, reason)
-        with self.lock:
-            self.unacked[episode.episode_id] = episode
-        self.episode_pub.publish(episode)
-        self.diag.count("episodes.sent")
+        if episode.length:
+            with self.lock:
+                self.unacked[episode.episode_id] = episode
+            self.episode_pub.publish(episode)
+            self.diag.count("episodes.sent")
+        else:
+            self.diag.count("episodes.empty_not_sent")  # nothing to learn from
         self.publish_event(
             event="stop",
             episode_id=episode_id,

@@ -1,0 +1,272 @@
+"""Bad input and faults in the practice loop (issue 6): refused episodes are counted and
+never learned from, an operator abort ends an episode, a vanished station is marked lost
+while practice goes on, and actors wait for the steps-to-go service instead of sending
+unlabelled episodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from practice_graph import practice_yaml
+from ros_harness import spin_until
+from tests_efm_ros_helpers import observation
+
+
+def _episode(length=3, version=0, episode_id="station_0-test-000001"):
+    from efm_interfaces.msg import LabelledEpisode
+    from efm_learning.returns import discounted_returns
+    from efm_learning.reward import rewards_from_steps_to_go
+
+    d = np.linspace(10, 4, length + 1)
+    rewards = rewards_from_steps_to_go(d)
+    return LabelledEpisode(
+        episode_id=episode_id,
+        station="station_0",
+        policy_version=version,
+        instruction="push the red star to the blue cube",
+        length=length,
+        observations=[observation([0.01 * i, 0.0], step=i) for i in range(length)],
+        tokens_per_action=2,
+        action_tokens=[3, 4] * length,
+        action_dim=2,
+        actions=[0.0, 0.0] * length,
+        steps_to_go=d.tolist(),
+        rewards=rewards.tolist(),
+        returns=discounted_returns(rewards).tolist(),
+        gamma=0.9,
+    )
+
+
+def test_learner_refuses_bad_episodes_and_counts_them(ros_context, tiny_checkpoint, tmp_path):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import String
+
+    from efm_interfaces.msg import LabelledEpisode
+    from efm_ros.learner_node import LearnerNode
+    from efm_ros.qos import RELIABLE
+
+    learner = LearnerNode(
+        context=ros_context,
+        parameter_overrides=[
+            Parameter("model.policy_checkpoint", value=str(tiny_checkpoint)),
+            Parameter("output_dir", value=str(tmp_path / "learner")),
+            Parameter("improve.updates_per_round", value=100),
+        ],
+    )
+    client = Node("test_client", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(learner)
+    executor.add_node(client)
+    acks = []
+    client.create_subscription(String, "/learner/acks", lambda m: acks.append(m.data), RELIABLE)
+    pub = client.create_publisher(LabelledEpisode, "/learner/episodes", RELIABLE)
+    try:
+        assert spin_until(executor, lambda: pub.get_subscription_count() > 0)
+        short = _episode(episode_id="bad-lengths")
+        short.returns = short.returns[:-1]
+        nan = _episode(episode_id="bad-nan")
+        nan.returns = [float("nan"), *list(nan.returns[1:])]
+        forged = _episode(episode_id="bad-returns")
+        forged.returns = [r + 5.0 for r in forged.returns]
+        stale = _episode(version=3, episode_id="stale-version")
+        tokens = _episode(episode_id="bad-tokens")
+        tokens.action_tokens = [99] * 6
+        good = _episode(episode_id="good-1")
+        for msg in (short, nan, forged, stale, tokens, good, good):
+            pub.publish(msg)
+        assert spin_until(executor, lambda: len(acks) == 7)
+        counters = learner.diag.counters
+        assert counters["rejected.episode"] == 4, counters
+        assert counters["rejected.stale"] == 1
+        assert counters["episodes.duplicate"] == 1
+        assert counters["episodes.accepted"] == 1 and len(learner.buffer) == 3
+        assert (tmp_path / "learner" / "seen_episode_ids.txt").read_text().split() == ["good-1"]
+    finally:
+        executor.shutdown()
+        learner.destroy_node()
+        client.destroy_node()
+
+
+@pytest.fixture
+def graph_factory(ros_domain, tmp_path):
+    from ros_harness import ros_environment
+
+    from efm_ros.bringup import Graph
+    from efm_ros.node_set import load_params, practice_nodes
+
+    graphs = []
+
+    def start(params_file, only=None, station=None):
+        specs = practice_nodes(load_params(params_file), sim=True)
+        specs = [
+            s
+            for s in specs
+            if (only is None or s.name in only)
+            and (station is None or s.namespace in ("/", f"/{station}"))
+        ]
+        graph = Graph(
+            specs, params_file, tmp_path / f"logs{len(graphs)}", env=ros_environment(ros_domain)
+        )
+        graphs.append(graph)
+        return graph
+
+    yield start
+    for graph in graphs:
+        graph.stop()
+
+
+def _observer(ros_context):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from efm_interfaces.msg import LabelledEpisode, PracticeStatus
+    from efm_ros.qos import LATCHED, RELIABLE
+
+    node = Node("test_observer", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    seen = {"status": [], "episodes": []}
+    node.create_subscription(PracticeStatus, "/practice/status", seen["status"].append, LATCHED)
+    node.create_subscription(
+        LabelledEpisode, "/learner/episodes", seen["episodes"].append, RELIABLE
+    )
+    return node, executor, seen
+
+
+STATION = ("sim_robot", "camera_ingest", "steps_to_go", "policy", "episode_recorder", "actor")
+
+
+@pytest.mark.slow
+def test_operator_abort_ends_the_episode(ros_context, graph_factory, tiny_checkpoint, tmp_path):
+    from efm_interfaces.action import RunEpisode
+    from efm_interfaces.msg import ActionCommand
+    from efm_interfaces.srv import PracticeCommand
+    from efm_ros.qos import RELIABLE
+
+    params = practice_yaml(
+        tmp_path / "p.yaml",
+        tiny_checkpoint,
+        tmp_path / "run",
+        stations=("station_0",),
+        max_steps=100_000,
+        updates=1000,
+    )
+    graph_factory(params)
+    node, executor, seen = _observer(ros_context)
+    cli = node.create_client(PracticeCommand, "/practice/command")
+    actions = []
+    node.create_subscription(
+        ActionCommand,
+        "/station_0/action_command",
+        lambda m: actions.append(m) if not m.hold else None,
+        RELIABLE,
+    )
+    try:
+        assert spin_until(
+            executor,
+            lambda: any(s.stations and s.stations[0].state == "running" for s in seen["status"]),
+            timeout=60,
+        )
+        assert spin_until(executor, cli.service_is_ready)
+        assert spin_until(executor, lambda: len(actions) >= 3, timeout=30)
+        future = cli.call_async(
+            PracticeCommand.Request(
+                command=PracticeCommand.Request.ABORT_EPISODE, station="station_0"
+            )
+        )
+        assert spin_until(executor, future.done) and future.result().ok
+        assert spin_until(
+            executor,
+            lambda: any(
+                e.termination_reason == RunEpisode.Goal.TERMINATION_ABORTED
+                for e in seen["episodes"]
+            ),
+            timeout=30,
+        )
+        aborted = next(
+            e
+            for e in seen["episodes"]
+            if e.termination_reason == RunEpisode.Goal.TERMINATION_ABORTED
+        )
+        assert aborted.length >= 1 and len(aborted.steps_to_go) == aborted.length + 1
+        future = cli.call_async(PracticeCommand.Request(command=PracticeCommand.Request.STOP))
+        assert spin_until(executor, future.done) and future.result().ok
+        assert spin_until(
+            executor,
+            lambda: (
+                seen["status"][-1].state == "stopped"
+                and seen["status"][-1].stop_reason == "operator"
+            ),
+        )
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+
+
+@pytest.mark.slow
+def test_vanished_station_is_marked_lost_and_practice_goes_on(
+    ros_context, graph_factory, tiny_checkpoint, tmp_path
+):
+    params = practice_yaml(
+        tmp_path / "p.yaml", tiny_checkpoint, tmp_path / "run", max_steps=4, updates=1000
+    )
+    station_1 = graph_factory(params, only=STATION, station="station_1")
+    rest = graph_factory(params, station="station_0")
+    node, executor, seen = _observer(ros_context)
+
+    def station(name):
+        return (
+            next((s for s in seen["status"][-1].stations if s.station == name), None)
+            if seen["status"]
+            else None
+        )
+
+    try:
+        assert spin_until(
+            executor,
+            lambda: station("station_1") is not None and station("station_1").episodes >= 1,
+            timeout=60,
+        ), [str(s) for s in seen["status"][-1:]]
+        station_1.stop()  # the whole station goes away, mid-episode or between episodes
+        assert spin_until(executor, lambda: station("station_1").state == "lost", timeout=30)
+        before = station("station_0").episodes
+        assert spin_until(executor, lambda: station("station_0").episodes >= before + 2, timeout=60)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rest.stop()
+
+
+@pytest.mark.slow
+def test_actor_waits_for_steps_to_go_and_never_sends_unlabelled(
+    ros_context, graph_factory, tiny_checkpoint, tmp_path
+):
+    from rclpy.action import ActionClient
+
+    from efm_interfaces.action import RunEpisode
+
+    params = practice_yaml(
+        tmp_path / "p.yaml", tiny_checkpoint, tmp_path / "run", stations=("station_0",), max_steps=3
+    )
+    graph_factory(
+        params, only=("sim_robot", "camera_ingest", "policy", "episode_recorder", "actor")
+    )
+    node, executor, seen = _observer(ros_context)
+    client = ActionClient(node, RunEpisode, "/station_0/run_episode")
+    try:
+        assert spin_until(executor, client.server_is_ready, timeout=30)
+        goal = client.send_goal_async(RunEpisode.Goal(max_steps=3, seed=1))
+        assert spin_until(executor, goal.done) and goal.result().accepted
+        result = goal.result().get_result_async()
+        spin_until(executor, lambda: False, timeout=8.0)  # service down: actor retries
+        assert not result.done() and seen["episodes"] == []
+        graph_factory(params, only=("steps_to_go",))
+        assert spin_until(executor, result.done, timeout=60)
+        assert result.result().result.length == 3
+        assert spin_until(executor, lambda: len(seen["episodes"]) == 1)
+        assert len(seen["episodes"][0].steps_to_go) == 4
+    finally:
+        executor.shutdown()
+        node.destroy_node()
