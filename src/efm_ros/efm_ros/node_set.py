@@ -102,3 +102,62 @@ def practice_nodes(params: dict[str, Any], *, sim: bool) -> list[NodeSpec]:
             )
     specs += [NodeSpec(node, "/") for node in GLOBAL_NODES]
     return specs
+
+
+def launch_nodes(
+    params_file: str, *, sim: bool, log_level: str = "info", use_sim_time: bool = False
+) -> list:
+    """launch_ros ``Node`` actions for :func:`practice_nodes` (robot computers only:
+    ``launch_ros`` is not installable from PyPI)."""
+    from launch_ros.actions import Node
+
+    return [
+        Node(
+            package="efm_ros",
+            executable=spec.executable,
+            name=spec.name,
+            namespace=spec.namespace,
+            parameters=[params_file, {**spec.overrides, "use_sim_time": use_sim_time}],
+            remappings=list(spec.remappings),
+            arguments=["--ros-args", "--log-level", log_level],
+            output="screen",
+        )
+        for spec in practice_nodes(load_params(params_file), sim=sim)
+    ]
+
+
+def launch_description(default_params: str, *, sim: bool):
+    """The LaunchDescription both launch files return: declared, described arguments and
+    the node table above."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+
+    def setup(context):
+        return launch_nodes(
+            LaunchConfiguration("params_file").perform(context),
+            sim=sim,
+            log_level=LaunchConfiguration("log_level").perform(context),
+            use_sim_time=LaunchConfiguration("use_sim_time").perform(context) == "true",
+        )
+
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=default_params,
+                description="Deployment parameter YAML (nodes by name under "
+                "ros__parameters; the coordinator's `stations` list decides "
+                "the stations).",
+            ),
+            DeclareLaunchArgument(
+                "log_level", default_value="info", description="Log level of every node."
+            ),
+            DeclareLaunchArgument(
+                "use_sim_time",
+                default_value="false",
+                description="Use /clock (Gazebo or a bag) instead of wall time.",
+            ),
+            OpaqueFunction(function=setup),
+        ]
+    )

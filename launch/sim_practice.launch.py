@@ -1,0 +1,18 @@
+"""Practice with simulated stations: per station sim_robot, camera_ingest, steps_to_go,
+policy, episode_recorder and actor; one learner and one coordinator.
+
+    ros2 launch launch/sim_practice.launch.py params_file:=config/sim_practice.yaml
+
+The node table lives in efm_ros.node_set, which `python -m efm_ros.bringup` (no `launch`
+needed) uses too.
+"""
+
+from pathlib import Path
+
+from efm_ros.node_set import launch_description
+
+DEFAULT_PARAMS = str(Path(__file__).resolve().parents[1] / "config" / "sim_practice.yaml")
+
+
+def generate_launch_description():
+    return launch_description(DEFAULT_PARAMS, sim=True)

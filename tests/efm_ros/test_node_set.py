@@ -1,0 +1,76 @@
+"""One node table feeds the launch files and the bringup runner (issue 6 item 4)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+from efm_ros.bringup import ros_args
+from efm_ros.node_set import load_params, node_params, practice_nodes
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = [ROOT / "config" / "sim_practice.yaml", ROOT / "config" / "robot_practice.yaml"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_deployment_files_parse_and_name_every_node(path):
+    params = load_params(path)
+    sim = "sim" in path.name
+    specs = practice_nodes(params, sim=sim)
+    stations = node_params(params, "/coordinator")["stations"]
+    per_station = 6 if sim else 5
+    assert len(specs) == per_station * len(stations) + 2
+    assert ("sim_robot" in {s.name for s in specs}) == sim
+    for spec in specs:
+        if spec.namespace != "/":
+            assert spec.overrides == {"station": spec.namespace.strip("/")}
+    policy = next(s for s in specs if s.name == "policy")
+    assert ("weights", "/learner/weights") in policy.remappings
+
+
+def test_runner_arguments_match_the_table(tmp_path):
+    spec = practice_nodes(load_params(CONFIGS[0]), sim=True)[3]
+    args = ros_args(spec, tmp_path / "p.yaml")
+    assert args[:5] == ["--ros-args", "-r", f"__ns:={spec.namespace}", "-r", f"__node:={spec.name}"]
+    assert "--params-file" in args and str(tmp_path / "p.yaml") in args
+
+
+def test_bad_deployment_files_are_refused(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"/coordinator": {"stations": ["a"]}}))
+    with pytest.raises(ValueError, match="ros__parameters"):
+        load_params(bad)
+    bad.write_text(yaml.safe_dump({"/coordinator": {"ros__parameters": {"stations": []}}}))
+    with pytest.raises(ValueError, match="stations"):
+        practice_nodes(load_params(bad), sim=True)
+
+
+@pytest.mark.parametrize("name", ["sim_practice.launch.py", "robot_practice.launch.py"])
+def test_launch_files(name):
+    path = ROOT / "launch" / name
+    compile(path.read_text(), str(path), "exec")  # always: the file is valid Python
+    if importlib.util.find_spec("launch_ros") is None:
+        pytest.skip(
+            "launch_ros is not installable from PyPI; launch files run on robot "
+            "computers with a ROS 2 install (see PLATFORM.md)"
+        )
+    spec = importlib.util.spec_from_file_location("efm_launch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    assert description.entities
+
+
+def test_demo_writes_its_own_deployment(tmp_path):
+    from efm_ros.demo import deployment
+
+    ckpt = {"policy": tmp_path / "bc", "reward": tmp_path / "s2g"}
+    path = deployment(CONFIGS[0], tmp_path, ckpt)
+    params = load_params(path)
+    assert node_params(params, "/station_0/policy")["model.checkpoint"] == str(ckpt["policy"])
+    assert node_params(params, "/station_1/steps_to_go")["model.checkpoint"] == str(ckpt["reward"])
+    assert node_params(params, "/learner")["output_dir"] == str(tmp_path / "learner")
+    assert len(practice_nodes(params, sim=True)) == 14
