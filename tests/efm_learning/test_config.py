@@ -57,3 +57,8 @@ def test_overrides_and_yaml_numbers(tmp_path):
     assert cfg.sft.steps == 7 and cfg.improve.num_envs == 3
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_unimplemented_backend_is_a_clear_config_error():
+    with pytest.raises(ConfigError, match="not implemented yet"):
+        model_config_from_dict({"type": "vlm"})

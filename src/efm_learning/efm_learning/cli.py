@@ -76,11 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the shortened settings of the CI test (tests/efm_learning/test_self_improvement.py)
 QUICK_OVERRIDES = [
-    "data.generate_episodes=2000",
-    "sft.steps=3000",
-    "improve.rounds=16",
+    "data.generate_episodes=1500",
+    "sft.steps=4000",
+    "sft.batch_size=128",
+    "sft.lr=1e-3",
+    "improve.rounds=30",
+    "improve.success_threshold=1.0",
     "improve.eval_episodes=100",
+    "improve.eval_every=5",
 ]
 
 

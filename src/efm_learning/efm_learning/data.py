@@ -138,6 +138,7 @@ class EpisodePool:
             raise ValueError("no successful episodes: steps-to-go labels are undefined")
         self._stg_obs = np.concatenate([starts[i] + np.arange(lengths[i] + 1) for i in keep])
         self._stg_label = np.concatenate([np.arange(lengths[i], -1, -1) for i in keep])
+        self._first_row, self._last_row = starts, starts + lengths
         first = np.repeat(starts, lengths + 1)
         rows = np.arange(len(self._obs_episode))
         self._prev_row = np.maximum(rows - 1, first)
@@ -159,12 +160,21 @@ class EpisodePool:
             pick = rng.integers(0, len(self._bc_obs), size=n)
             batch = self._gather(self._bc_obs[pick])
             batch[keys.ACTION] = self._actions[pick]
-        elif objective in ("steps_to_go", "instruction"):
+        elif objective == "instruction":
+            # auxiliary (fn. 2): the instruction from the first and the last frame
+            pick = rng.integers(0, len(self._first_row), size=n)
+            batch = self._gather(self._last_row[pick])
+            for key, prev_key in PREVIOUS_OF.items():
+                if key in self._obs:
+                    batch[prev_key] = self._obs[key][self._first_row[pick]]
+        elif objective == "steps_to_go":
             pick = rng.integers(0, len(self._stg_obs), size=n)
             batch = self._gather(self._stg_obs[pick])
             batch[keys.STEPS_TO_GO] = self._stg_label[pick]
         else:
-            raise ValueError(f"unknown objective {objective!r}; allowed: bc, steps_to_go")
+            raise ValueError(
+                f"unknown objective {objective!r}; allowed: bc, steps_to_go, instruction"
+            )
         return batch
 
     def all_actions(self) -> np.ndarray:

@@ -136,6 +136,10 @@ def run_pipeline(
             trajectory_figure(cfg, policy, stage2_policies[0], reward_model, fig)
         )
         echo(f"[report] trajectories (dataset / Stage 1 / Stage 2): {fig}")
+    if report.stage2:
+        dirs = {r["seed"]: run_dir / Path(r["checkpoint"]).parent.name for r in report.stage2}
+        report.figures["stage2_seeds"] = str(seed_curves(dirs, run_dir / "stage2_seeds.png"))
+        echo(f"[report] Stage 2 learning curves, all seeds: {report.figures['stage2_seeds']}")
     timings["total_s"] = time.perf_counter() - t0
     write_report(report, cfg)
     echo(f"[report] {run_dir / 'report.md'} and report.json (total {timings['total_s']:.0f} s)")
@@ -164,6 +168,38 @@ def trajectory_figure(
          ("Stage 2 (Self-Improved)", rollouts[1])],
         out,
     )
+
+
+def seed_curves(directories: dict[int, Path], out: Path) -> Path:
+    """Ground-truth success and mean length per round, one line per Stage 2 seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from efm_learning.metrics import read_metrics
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    panels = [("eval/success_rate", "GT success (eval)"),
+              ("eval/mean_length", "mean length, failures = limit"),
+              ("detector/precision", "detector precision vs GT")]
+    for seed, directory in directories.items():
+        records = read_metrics(directory)
+        for ax, (key, label) in zip(axes, panels, strict=True):
+            pts = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, label=f"seed {seed}", lw=1.2)
+            ax.set_xlabel("round")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Stage 2 Self-Improvement on PointMass (round 0 = Stage 1 policy)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
 
 
 def write_report(report: PipelineReport, cfg: ExperimentConfig) -> None:

@@ -107,8 +107,8 @@ def reinforce_step(
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
     if not (torch.isfinite(loss) and torch.isfinite(norm)):
         raise NonFiniteUpdateError(
-            f"non-finite Stage 2 update (loss {float(loss)}, grad norm {float(norm)}); stopped "
-            "before applying it, the last good checkpoint is kept"
+            f"non-finite Stage 2 update (loss {float(loss.detach())}, grad norm {float(norm)}); "
+            "stopped before applying it, the last good checkpoint is kept"
         )
     optimizer.step()
     return {

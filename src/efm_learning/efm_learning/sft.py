@@ -109,6 +109,14 @@ def build_model_from_data(cfg: ExperimentConfig, train_paths: list[Path]) -> EFM
             f"model.state_dim: got {model_cfg.state_dim}, but the dataset's "
             f"{keys.OBS_STATE} has {states.shape[1]} components; set it to {states.shape[1]}"
         )
+    if "instruction" in cfg.sft.objectives:
+        if not hasattr(model_cfg, "instruction_vocab"):
+            raise ConfigError(
+                f"sft.objectives: 'instruction' needs a backend with an instruction head "
+                f"(small_efm), not {model_cfg.type!r}"
+            )
+        if not model_cfg.instruction_vocab:
+            model_cfg.instruction_vocab = sorted(set(scan.instructions()))
     model = make_model(model_cfg)
     model.fit_to_data(states)
     return model
@@ -139,6 +147,31 @@ def validation_metrics(
         out["val/detector_recall"] = float(recall)
     model.train()
     return out
+
+
+def sft_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    batches: dict[str, dict[str, Any]],
+    grad_clip: float,
+    check: Any = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], float]:
+    """One Stage 1 update: the loss is the mean over the whole (uniformly split) batch,
+    i.e. per-objective means weighted by their share. ``check(losses, grad_norm)`` runs
+    before the optimizer step (the NaN guard). ``model`` may be DDP-wrapped."""
+    sizes = {o: len(b[next(iter(b))]) for o, b in batches.items()}
+    total = sum(sizes.values())
+    losses = model(batches)
+    loss = sum(losses[o] * (n / total) for o, n in sizes.items())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    limit = grad_clip if grad_clip > 0 else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+    if check is not None:
+        check(losses, grad_norm)
+    optimizer.step()
+    return loss, losses, grad_norm
 
 
 def _finite_or_raise(step: int, losses: dict[str, torch.Tensor], grad_norm: float, out: Path):
@@ -256,16 +289,10 @@ def train_sft(
     )
     for step in bar:
         batches = {o: to_model_batch(model, sampler.sample(o, n)) for o, n in shares.items()}
-        losses = ddp_model(batches)
-        loss = sum(losses[o] * (n / sum(shares.values())) for o, n in shares.items())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if sft.grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, sft.grad_clip))
-        else:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
-        _finite_or_raise(step, losses, grad_norm, out)
-        optimizer.step()
+        loss, losses, grad_norm = sft_step(
+            ddp_model, optimizer, params, batches, sft.grad_clip,
+            check=lambda ls, gn, step=step: _finite_or_raise(step, ls, gn, out),
+        )
         schedule.step()
         sampler.step()
         done = step + 1

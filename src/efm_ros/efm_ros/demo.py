@@ -133,9 +133,10 @@ def practise(params_file: Path, out: Path, rounds: int, minutes: float) -> dict:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
+    from sensor_msgs.msg import Image
 
     from efm_interfaces.msg import LabelledEpisode, PracticeStatus, WeightsUpdate
-    from efm_ros.qos import LATCHED, RELIABLE
+    from efm_ros.qos import LATCHED, RELIABLE, SENSOR
 
     specs = practice_nodes(load_params(params_file), sim=True)
     graph = Graph(specs, params_file, out / "logs")
@@ -162,6 +163,9 @@ def practise(params_file: Path, out: Path, rounds: int, minutes: float) -> dict:
     )
     node.create_subscription(
         PracticeStatus, "/practice/status", lambda m: seen.__setitem__("status", m), LATCHED
+    )
+    node.create_subscription(
+        Image, "/station_0/steps_to_go/distribution_image", lambda m: save_picture(m, out), SENSOR
     )
     deadline = time.monotonic() + minutes * 60
     reported, last_print = 0, 0.0
@@ -198,6 +202,23 @@ def practise(params_file: Path, out: Path, rounds: int, minutes: float) -> dict:
         node.destroy_node()
         rclpy.try_shutdown()
     return seen
+
+
+_PICTURES = {"count": 0}
+
+
+def save_picture(msg, out: Path) -> None:
+    """Keep a few frames of the rviz steps-to-go image (paper Figure 3 style) as PNGs."""
+    from PIL import Image as PILImage
+
+    from efm_ros.conversions import msg_to_image
+
+    _PICTURES["count"] += 1
+    n = _PICTURES["count"]
+    if n <= 400 and n % 40 == 1:
+        folder = out / "steps_to_go_images"
+        folder.mkdir(exist_ok=True)
+        PILImage.fromarray(msg_to_image(msg)).save(folder / f"station_0_{n:05d}.png")
 
 
 def summary(msg) -> dict:

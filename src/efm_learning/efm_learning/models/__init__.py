@@ -42,7 +42,15 @@ def register_backend(name: str, config_path: str, model_path: str) -> None:
 
 def _load(path: str) -> Any:
     module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as error:
+        if error.name == module:
+            raise ConfigError(
+                f"model.type: the backend in {module} is not implemented yet; "
+                f"use one of the implemented backends (mlp, small_efm)"
+            ) from None
+        raise
 
 
 def _entry(name: Any) -> tuple[str, str]:
