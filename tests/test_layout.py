@@ -59,3 +59,9 @@ def test_setup_is_idempotent_and_skips_everything_when_nothing_changed():
     ).stdout
     assert "installing" not in out and "building" not in out, out
     assert "ready" in out
+
+
+def test_test_file_names_are_unique():
+    """pytest's default import mode needs unique basenames across test folders."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
