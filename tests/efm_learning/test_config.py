@@ -59,6 +59,6 @@ def test_overrides_and_yaml_numbers(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
-def test_unimplemented_backend_is_a_clear_config_error():
-    with pytest.raises(ConfigError, match="not implemented yet"):
+def test_vlm_without_a_model_is_a_clear_config_error():
+    with pytest.raises(ConfigError, match=r"model\.model_dir"):
         model_config_from_dict({"type": "vlm"})

@@ -115,7 +115,9 @@ def test_full_round_two_stations(ros_context, graph_factory, tiny_checkpoint, tm
     ids = (run / "learner" / "seen_episode_ids.txt").read_text().split()
     assert len(ids) == len(set(ids)) >= 2
     assert set(ids) <= set(seen["acks"])
-    assert {i.split("-")[0] for i in ids} == {"station_0", "station_1"}
+    # both stations' episodes were received and acknowledged (a 16-sample round may be
+    # filled by one station alone; the other's in-flight episodes are then stale)
+    assert {a.split("-")[0] for a in seen["acks"]} == {"station_0", "station_1"}
     meta = json.loads((run / "learner" / "policy" / "v1" / "config.json").read_text())
     assert meta["metadata"]["samples"] >= 16
     # bags written by both stations' recorders, readable with rosbags and mcap

@@ -46,17 +46,56 @@ from efm_ros.qos import LATCHED, RELIABLE, SENSOR
 Goal = RunEpisode.Goal
 
 
+def stamp_ns(msg) -> int:
+    """A message's header stamp in nanoseconds: the key pairing actions and observations."""
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
 @dataclass
 class EpisodeRecord:
-    """What one episode collected so far (guarded by the actor's lock)."""
+    """What one episode collected so far (guarded by the actor's lock).
+
+    Observations are keyed by their stamp, in arrival order; each ActionCommand carries the
+    stamp of the observation it answers, so pairing never depends on step counters (which
+    restart per episode) or on every best-effort observation arriving.
+    """
 
     episode_id: str
     instruction: str
     started: float
+    #: observations stamped before this ROS time belong to the previous episode
+    start_ns: int
     observations: dict[int, Observation] = field(default_factory=dict)
+    arrival: dict[int, int] = field(default_factory=dict)
     commands: list[ActionCommand] = field(default_factory=list)
     latest_d: float = float("nan")
-    success_at: int | None = None
+    success: bool = False
+
+    def add_observation(self, msg: Observation) -> None:
+        key = stamp_ns(msg)
+        if key < self.start_ns or key in self.arrival:
+            return
+        self.arrival[key] = len(self.arrival)
+        self.observations[key] = msg
+
+    def add_command(self, msg: ActionCommand) -> str:
+        """Record an action; returns why it was refused ('' if recorded)."""
+        key = stamp_ns(msg)
+        if key not in self.arrival:
+            return f"command answers an observation not seen in this episode (step {msg.step})"
+        if self.commands and self.arrival[key] <= self.arrival[stamp_ns(self.commands[-1])]:
+            return f"out-of-order command for step {msg.step}"
+        self.commands.append(msg)
+        return ""
+
+    def commanded_observations(self) -> list[Observation]:
+        return [self.observations[stamp_ns(c)] for c in self.commands]
+
+    def observation_after_last_command(self) -> Observation | None:
+        """The first observation that arrived after the one the last action answered."""
+        last = self.arrival[stamp_ns(self.commands[-1])] if self.commands else -1
+        later = [k for k, i in self.arrival.items() if i > last]
+        return self.observations[min(later, key=self.arrival.__getitem__)] if later else None
 
 
 class ActorNode(Node):
@@ -106,6 +145,12 @@ class ActorNode(Node):
             2.0,
             "Re-send unacknowledged episodes this often [s].",
             min_value=0.1,
+        )
+        self.episode_timeout = p.declare(
+            "episode.timeout_s",
+            300.0,
+            "End an episode with an error when it has not ended after this long (0 = never) [s].",
+            min_value=0.0,
         )
         self.wait_for_nodes = p.declare(
             "episode.wait_for_nodes",
@@ -169,41 +214,34 @@ class ActorNode(Node):
     def on_observation(self, msg: Observation) -> None:
         with self.changed:
             if self.record is not None:
-                if not self.record.observations and msg.step != 0:
-                    return  # numbering from before this episode's start event
                 if len(self.record.observations) > 100_000:
                     self.diag.reject("observation", "episode too long to buffer")
                     return
-                self.record.observations[msg.step] = msg
+                self.record.add_observation(msg)
                 self.changed.notify_all()
 
     def on_command(self, msg: ActionCommand) -> None:
         with self.changed:
             if self.record is None or msg.hold:
                 return
-            if msg.step not in self.record.observations:
-                self.diag.reject("command", f"command for unseen observation step {msg.step}")
+            problem = self.record.add_command(msg)
+            if problem:
+                self.diag.reject("command", problem)
                 return
-            if self.record.commands and msg.step <= self.record.commands[-1].step:
-                self.diag.reject("command", f"out-of-order command for step {msg.step}")
-                return
-            self.record.commands.append(msg)
             self.policy_version = int(msg.policy_version)
             self.changed.notify_all()
 
     def on_prediction(self, msg: StepsToGoPrediction) -> None:
         with self.changed:
             record = self.record
-            if record is None or msg.step not in record.observations:
+            if record is None or stamp_ns(msg) not in record.observations:
                 return  # a prediction for another episode's observation
-            if record.observations[msg.step].header.stamp != msg.header.stamp:
-                return
             if not np.isfinite(msg.expected_steps):
                 self.diag.reject("prediction", "non-finite d")
                 return
             record.latest_d = float(msg.expected_steps)
             if msg.success and len(record.commands) >= self.min_steps:
-                record.success_at = msg.step
+                record.success = True
             self.changed.notify_all()
 
     def on_ack(self, msg: String) -> None:
@@ -268,7 +306,12 @@ class ActorNode(Node):
         self.counter += 1
         episode_id = f"{self.station}-{uuid.uuid4().hex[:8]}-{self.counter:06d}"
         with self.lock:
-            self.record = EpisodeRecord(episode_id, reset.instruction, time.monotonic())
+            self.record = EpisodeRecord(
+                episode_id,
+                reset.instruction,
+                time.monotonic(),
+                start_ns=self.get_clock().now().nanoseconds,
+            )
         self.publish_event(
             event="start",
             episode_id=episode_id,
@@ -336,10 +379,18 @@ class ActorNode(Node):
                     raise RuntimeError("actor shutting down")
                 if handle.is_cancel_requested:
                     return Goal.TERMINATION_ABORTED
-                if record.success_at is not None:
+                if record.success:
                     return Goal.TERMINATION_SUCCESS
                 if len(record.commands) >= max_steps:
                     return Goal.TERMINATION_MAX_STEPS
+                if (
+                    self.episode_timeout
+                    and time.monotonic() - record.started > self.episode_timeout
+                ):
+                    raise RuntimeError(
+                        f"no episode end after {self.episode_timeout:.0f} s "
+                        f"({len(record.commands)} actions): is the policy acting?"
+                    )
                 if len(record.commands) != sent:
                     sent = len(record.commands)
                     feedback = RunEpisode.Feedback(
@@ -358,28 +409,24 @@ class ActorNode(Node):
         deadline = time.monotonic() + self.final_wait
         with self.changed:
             record = self.record
-            last = record.commands[-1].step if record.commands else -1
-            while not any(step > last for step in record.observations):
+            while record.observation_after_last_command() is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self.changed.wait(timeout=remaining)
             self.record = None
-        if not any(step > last for step in record.observations):
+        if record.commands and record.observation_after_last_command() is None:
             # No fresh observation came: the last action's outcome is unknown, drop it.
-            if record.commands:
-                record.commands.pop()
+            record.commands.pop()
             self.diag.count("episodes.final_observation_missing")
         return record
 
     def _label(self, record: EpisodeRecord, reason: int) -> LabelledEpisode:
         """Steps-to-go for o_0..o_T, rewards and returns (Eq. 2, Algorithm 1)."""
-        obs = [record.observations[c.step] for c in record.commands]
-        last = record.commands[-1].step if record.commands else -1
-        later = [s for s in record.observations if s > last]
-        final = record.observations[min(later)] if later else (obs[-1] if obs else None)
-        if final is None:
-            final = record.observations[max(record.observations)] if record.observations else None
+        obs = record.commanded_observations()
+        final = record.observation_after_last_command()
+        if final is None and record.observations:
+            final = next(reversed(record.observations.values()))
         if final is None:
             raise RuntimeError("no observation was received during the episode")
         scored = [*obs, final]

@@ -45,7 +45,7 @@ from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
 
-LAYOUTS = ("per_camera", "aloha_stacked")
+LAYOUTS = ("per_camera", "aloha_stacked", "proprio_only")
 RESIZE_METHODS = ("area", "nearest")
 #: cameras of the ALOHA layout, in ``cameras.names`` order: (top, table), (left, right wrist)
 ALOHA_CAMERAS = 4
@@ -262,7 +262,8 @@ class CameraIngestNode(Node):
             "output.layout",
             "per_camera",
             "per_camera: each camera resized to output.size; aloha_stacked: 4 views stacked "
-            "pairwise with a black band into 2 images (paper Appendix D.3).",
+            "pairwise with a black band into 2 images (paper Appendix D.3); proprio_only: no "
+            "cameras, one Observation per joint_states message (state-based embodiments).",
             read_only=True,
             choices=LAYOUTS,
             validator=lambda v: (
@@ -366,6 +367,10 @@ class CameraIngestNode(Node):
 
         self.observation_pub = self.create_publisher(Observation, "observation", SENSOR)
         self.camera_subs = []
+        if self.layout == "proprio_only":
+            if not self.proprio_enabled:
+                raise ValueError("output.layout proprio_only needs proprio.enabled: true")
+            names, topics, compressed = [], [], []
         for index, (name, topic, is_compressed) in enumerate(
             zip(names, topics, compressed, strict=True)
         ):
@@ -447,6 +452,20 @@ class CameraIngestNode(Node):
             return
         self.joints = (stamp, values)
         self.diag.count("joint_states_in")
+        if self.layout == "proprio_only":
+            observation = make_observation(
+                station=self.station,
+                step=self.step,
+                instruction=self.instruction,
+                images={},
+                proprioception=values.tolist(),
+                proprio_names=self.proprio_names,
+                stamp=msg.header.stamp,
+                frame_id=self.frame_id,
+            )
+            self.observation_pub.publish(observation)
+            self.diag.count("observations_out")
+            self.step += 1
 
     def on_instruction(self, msg: String) -> None:
         self.instruction = msg.data

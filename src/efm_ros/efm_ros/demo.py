@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from efm_ros.bringup import Graph
-from efm_ros.node_set import load_params, practice_nodes
+from efm_ros.node_set import dump_params, load_params, practice_nodes
 
 
 def log(text: str) -> None:
@@ -124,7 +124,7 @@ def deployment(template: Path, out: Path, ckpt: dict[str, Path]) -> Path:
     learner["model.policy_checkpoint"] = str(ckpt["policy"])
     learner["output_dir"] = str(out / "learner")
     path = out / "practice.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    path.write_text(dump_params(params))
     return path
 
 

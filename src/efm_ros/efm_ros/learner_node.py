@@ -17,6 +17,7 @@ so an episode received before a crash is neither lost nor used twice.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +244,7 @@ class LearnerNode(Node):
     def learn(self) -> None:
         """N REINFORCE updates (Algorithm 1), checkpoint, publish, clear, resume."""
         self.command(PracticeCommand.Request.PAUSE)
+        started = time.monotonic()
         try:
             stats = []
             for batch in self.buffer.minibatches(self.updates, self.batch, self.rng):
@@ -271,6 +273,7 @@ class LearnerNode(Node):
                     spooled.unlink()
                 self.learning = False
             self.diag.count("rounds")
+            self.diag.count("learning_ms", int((time.monotonic() - started) * 1000))
             self.publish_weights(path)
             loss = np.mean([s["loss"] for s in stats])
             norm = np.mean([s["grad_norm"] for s in stats])

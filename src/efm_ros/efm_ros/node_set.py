@@ -68,6 +68,27 @@ def load_params(path: str | Path) -> dict[str, Any]:
     return data
 
 
+#: scalars that rcl's YAML 1.1 parser reads as booleans unless quoted
+_YAML11_BOOLS = {"y", "n", "yes", "no", "on", "off", "true", "false"}
+
+
+class _RclSafeDumper(yaml.SafeDumper):
+    """Quotes strings that rcl would otherwise parse as booleans (e.g. a joint named y)."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str):
+    style = '"' if value.lower() in _YAML11_BOOLS else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_RclSafeDumper.add_representer(str, _represent_str)
+
+
+def dump_params(params: dict[str, Any]) -> str:
+    """A parameter YAML that rcl parses back to the same values."""
+    return yaml.dump(params, Dumper=_RclSafeDumper, sort_keys=False)
+
+
 def node_params(params: dict[str, Any], fully_qualified: str) -> dict[str, Any]:
     """The parameters the YAML gives one node (``/**/name`` then exact-name keys)."""
     name = fully_qualified.rsplit("/", 1)[-1]

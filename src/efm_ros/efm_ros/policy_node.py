@@ -267,7 +267,7 @@ class PolicyNode(Node):
                 safe.reshape(1, *self._action_shape()).astype(np.float32)
             )
             command.action_tokens = np.asarray(tokens).ravel().astype(np.uint16).tolist()
-        command.header.stamp = self.get_clock().now().to_msg()
+        command.header.stamp = msg.header.stamp  # pairs the action with its observation
         command.header.frame_id = msg.header.frame_id
         self.holding = False
         self.diag.count("actions")

@@ -1,0 +1,174 @@
+"""Practice throughput over ROS 2 vs the in-process loop of the learning core (issue 6
+item 7), same models, same N x B, two stations / two environments.
+
+    python -m benchmarks.practice_throughput --config config/pointmass.yaml \
+        --params config/pointmass_practice.yaml --stage1 runs/demo_pointmass/stage1/sft \
+        [--rounds 5]
+
+ROS: the full graph of ``--params`` (14 processes) runs ``--rounds`` learning rounds;
+episodes per hour per station and the learner's idle fraction (1 - time spent in rounds /
+wall time) are measured. In-process: ``efm_learning.actor.EnvActor`` with 2 environments
+collects the same N x B samples per round, and N REINFORCE updates run on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def in_process(config: Path, stage1: Path, rounds: int) -> dict:
+    import torch
+
+    from efm_learning.actor import EnvActor
+    from efm_learning.checkpoint import load_checkpoint
+    from efm_learning.config import load_config
+    from efm_learning.replay_buffer import Adder, ReplayBuffer
+    from efm_learning.self_improvement import reinforce_step, to_policy_batch
+
+    torch.set_num_threads(1)
+    cfg = load_config(config)
+    imp = cfg.improve
+    policy, _ = load_checkpoint(stage1 / "best_bc")
+    reward, _ = load_checkpoint(stage1 / "best_steps_to_go")
+    reward.eval()
+    actor = EnvActor(
+        cfg.env,
+        policy,
+        reward,
+        imp.success_threshold,
+        imp.max_episode_steps,
+        num_envs=2,
+        seed=0,
+        env_kwargs=cfg.env_kwargs,
+    )
+    params = policy.stage2_parameters()
+    optimizer = torch.optim.AdamW(params, lr=imp.lr, weight_decay=imp.weight_decay)
+    rng = np.random.default_rng(0)
+    episodes, learn_s = 0, 0.0
+    start = time.monotonic()
+    for _ in range(rounds):
+        buffer = ReplayBuffer()
+        adder = Adder(buffer, reward, imp.gamma)
+        for episode in actor.collect(imp.updates_per_round * imp.batch_size):
+            adder.add(episode)
+            episodes += 1
+        t0 = time.monotonic()
+        for batch in buffer.minibatches(imp.updates_per_round, imp.batch_size, rng):
+            reinforce_step(
+                policy,
+                optimizer,
+                params,
+                to_policy_batch(policy, batch),
+                imp.reinforce_c,
+                imp.grad_clip,
+            )
+        learn_s += time.monotonic() - t0
+        actor.policy.load_state_dict(policy.state_dict())
+    wall = time.monotonic() - start
+    return {"wall_s": wall, "episodes": episodes, "learn_s": learn_s}
+
+
+def over_ros(params_file: Path, stage1: Path, rounds: int) -> dict:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from efm_interfaces.msg import LabelledEpisode, WeightsUpdate
+    from efm_ros.bringup import Graph
+    from efm_ros.demo import deployment
+    from efm_ros.node_set import load_params, practice_nodes
+    from efm_ros.qos import LATCHED, RELIABLE
+
+    out = Path(tempfile.mkdtemp(prefix="efm-throughput-"))
+    params = deployment(
+        params_file, out, {"policy": stage1 / "best_bc", "reward": stage1 / "best_steps_to_go"}
+    )
+    graph = Graph(practice_nodes(load_params(params), sim=True), params, out / "logs")
+    rclpy.init()
+    node = Node("throughput_observer")
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    ids: dict[str, str] = {}
+    versions: list[tuple[int, float]] = []
+    learning_ms = {"value": 0}
+    node.create_subscription(
+        LabelledEpisode,
+        "/learner/episodes",
+        lambda m: ids.setdefault(m.episode_id, m.station),
+        RELIABLE,
+    )
+    node.create_subscription(
+        WeightsUpdate,
+        "/learner/weights",
+        lambda m: versions.append((m.version, time.monotonic())),
+        LATCHED,
+    )
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.hardware_id == "learner":
+                for kv in status.values:
+                    if kv.key == "learning_ms":
+                        learning_ms["value"] = int(kv.value)
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, RELIABLE)
+    try:
+        while not versions:
+            ex.spin_once(timeout_sec=0.1)
+        start = time.monotonic()
+        while max(v for v, _ in versions) < rounds:
+            ex.spin_once(timeout_sec=0.1)
+        wall = time.monotonic() - start
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            ex.spin_once(timeout_sec=0.1)
+    finally:
+        graph.stop()
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    stations = sorted(set(ids.values()))
+    return {
+        "wall_s": wall,
+        "episodes": len(ids),
+        "learn_s": learning_ms["value"] / 1000,
+        "per_station": {s: sum(1 for v in ids.values() if v == s) for s in stations},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=Path("config/pointmass.yaml"))
+    parser.add_argument("--params", type=Path, default=Path("config/pointmass_practice.yaml"))
+    parser.add_argument("--stage1", type=Path, default=Path("runs/demo_pointmass/stage1/sft"))
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_DOMAIN_ID", "93")
+    ros = over_ros(args.params, args.stage1, args.rounds)
+    local = in_process(args.config, args.stage1, args.rounds)
+    rate = {k: 3600 * v["episodes"] / v["wall_s"] / 2 for k, v in (("ros", ros), ("local", local))}
+    print(
+        f"| loop ({args.rounds} rounds, 2 stations/envs) | wall [s] | episodes | "
+        "episodes/hour/station | learner idle |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    for name, r in (("ROS 2 graph (14 processes)", ros), ("in-process EnvActor", local)):
+        key = "ros" if name.startswith("ROS") else "local"
+        idle = 1 - r["learn_s"] / r["wall_s"]
+        print(f"| {name} | {r['wall_s']:.0f} | {r['episodes']} | {rate[key]:.0f} | {idle:.0%} |")
+    print(
+        f"\nROS / in-process episodes per hour: {rate['ros'] / rate['local']:.2f}; "
+        f"per station (ROS): {ros['per_station']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
