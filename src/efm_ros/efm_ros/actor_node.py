@@ -29,7 +29,6 @@ import numpy as np
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -42,6 +41,7 @@ from efm_ros.conversions import parse_episode_event
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
+from efm_ros.spin import run_node
 
 Goal = RunEpisode.Goal
 
@@ -499,22 +499,14 @@ class ActorNode(Node):
         return future.result()
 
 
+def _stop_episode(node: ActorNode) -> None:
+    """End a running episode's wait loop before the node goes away."""
+    node.shutting_down = True
+    time.sleep(0.3)
+
+
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = ActorNode()
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutting_down = True  # ends a running episode's wait loop
-            time.sleep(0.3)
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ActorNode, args, threads=4, on_shutdown=_stop_episode)
 
 
 if __name__ == "__main__":

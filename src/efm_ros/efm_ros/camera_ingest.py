@@ -26,8 +26,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
@@ -44,6 +42,7 @@ from efm_ros.conversions import (
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
+from efm_ros.spin import run_node
 
 LAYOUTS = ("per_camera", "aloha_stacked", "proprio_only")
 RESIZE_METHODS = ("area", "nearest")
@@ -557,18 +556,7 @@ class CameraIngestNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console script ``camera_ingest``."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = CameraIngestNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(CameraIngestNode, args)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
-import rclpy
 from rclpy.action import ActionClient
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import UInt64
 
@@ -29,6 +27,7 @@ from efm_interfaces.srv import PracticeCommand
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED
+from efm_ros.spin import run_node
 
 Cmd = PracticeCommand.Request
 
@@ -319,17 +318,7 @@ class CoordinatorNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = CoordinatorNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(CoordinatorNode, args)
 
 
 if __name__ == "__main__":

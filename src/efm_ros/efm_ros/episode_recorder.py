@@ -27,8 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rosbags.rosbag2 import WriterError
@@ -39,6 +37,7 @@ from efm_ros.conversions import parse_episode_event
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
+from efm_ros.spin import run_node
 
 QOS_PROFILES: dict[str, QoSProfile] = {"sensor": SENSOR, "reliable": RELIABLE, "latched": LATCHED}
 DEFAULT_TOPICS = (
@@ -250,18 +249,7 @@ class EpisodeRecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console script ``episode_recorder``; ^C closes the open bag."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = EpisodeRecorderNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(EpisodeRecorderNode, args)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
 import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message, serialize_message
 from std_msgs.msg import String
@@ -48,6 +46,7 @@ from efm_ros.diagnostics import Diagnostics
 from efm_ros.model_host import model_input
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE
+from efm_ros.spin import run_node
 
 
 def newest_version(policy_dir: Path) -> tuple[int, Path] | None:
@@ -301,19 +300,7 @@ class LearnerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = LearnerNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(LearnerNode, args, threads=2)
 
 
 if __name__ == "__main__":

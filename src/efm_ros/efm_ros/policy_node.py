@@ -22,9 +22,7 @@ import re
 import time
 
 import numpy as np
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import String, UInt64
 
@@ -37,6 +35,7 @@ from efm_ros.model_host import LoadedModel, ModelHost, load_verified, model_inpu
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
 from efm_ros.safety import SafetyLimits, Watchdog
+from efm_ros.spin import run_node
 
 MODES = ("local", "remote_server", "remote_client")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -355,19 +354,7 @@ class PolicyNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PolicyNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(PolicyNode, args, threads=2)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, String
@@ -34,6 +32,7 @@ from efm_ros.diagnostics import Diagnostics
 from efm_ros.embodiments import get_embodiment
 from efm_ros.params import Parameters
 from efm_ros.qos import RELIABLE, SENSOR
+from efm_ros.spin import run_node
 
 ENVS = ("pushtable", "bananatable", "pointmass")
 
@@ -243,18 +242,7 @@ class SimRobotNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimRobotNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.env.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimRobotNode, args, on_shutdown=lambda node: node.env.close())
 
 
 if __name__ == "__main__":

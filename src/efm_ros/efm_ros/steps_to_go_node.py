@@ -12,8 +12,6 @@ The model is loaded once from a verified checkpoint and never trained here.
 from __future__ import annotations
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import MarkerArray
@@ -26,6 +24,7 @@ from efm_ros.diagnostics import Diagnostics
 from efm_ros.model_host import load_verified, model_input
 from efm_ros.params import Parameters
 from efm_ros.qos import RELIABLE, SENSOR
+from efm_ros.spin import run_node
 from efm_ros.visualization import distribution_image, steps_to_go_markers
 
 
@@ -188,17 +187,7 @@ class StepsToGoNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = StepsToGoNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(StepsToGoNode, args)
 
 
 if __name__ == "__main__":
