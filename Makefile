@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test lint demo pointmass bench lock clean
+.PHONY: setup test lint demo demo-pushtable pointmass bench lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -26,9 +26,20 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest -q
 
-# The main job. Until the ROS 2 practice loop lands (issue 6) it runs the largest end-to-end
-# thing that works: the PointMass Stage 1 -> Stage 2 pipeline (see README).
+# The main job: Self-Improvement over ROS 2 with two simulated PointMass stations (Stage 1
+# first if no checkpoint exists), then a report in runs/demo_pointmass/ (README).
 demo: setup
+	$(PY) -m efm_ros.demo --config config/pointmass.yaml --params config/pointmass_practice.yaml \
+	  --out runs/demo_pointmass --rounds 40 --minutes 14 --eval-episodes 100
+
+# The same graph on PushTable Block2Block with camera images (small_efm); see docs/DEMO.md
+# for where it stands at CPU scale.
+demo-pushtable: setup
+	$(PY) -m efm_ros.demo --config config/pushtable.yaml --params config/sim_practice.yaml \
+	  --out runs/demo
+
+# PointMass end to end in-process (paper Figure 4): efm demo.
+pointmass: setup
 	$(PY) -m efm_learning.cli demo
 
 bench: setup

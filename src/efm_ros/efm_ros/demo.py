@@ -201,6 +201,9 @@ def practise(params_file: Path, out: Path, rounds: int, minutes: float) -> dict:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
+    with (out / "episodes.jsonl").open("w") as handle:  # the report can be redrawn from it
+        for episode in seen["episodes"]:
+            handle.write(json.dumps(episode) + "\n")
     return seen
 
 
@@ -233,7 +236,7 @@ def summary(msg) -> dict:
     }
 
 
-def report(out: Path, before: dict, after: dict, seen: dict, minutes: float) -> None:
+def report(out: Path, title: str, before: dict, after: dict, seen: dict, minutes: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -263,7 +266,7 @@ def report(out: Path, before: dict, after: dict, seen: dict, minutes: float) -> 
     ax[1].plot(versions, lengths, "o-")
     ax[1].set_xlabel("policy version")
     ax[1].set_ylabel("mean practice episode length [steps]")
-    fig.suptitle("PushTable Block2Block: Self-Improvement over ROS 2 (2 stations)")
+    fig.suptitle(f"{title}: Self-Improvement over ROS 2 (2 stations)")
     fig.tight_layout()
     fig.savefig(out / "learning_curve.png", dpi=120)
     plt.close(fig)
@@ -302,7 +305,7 @@ def report(out: Path, before: dict, after: dict, seen: dict, minutes: float) -> 
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     gain = after["eval/success_rate"] - before["eval/success_rate"]
-    (out / "report.md").write_text(f"""# efm demo: PushTable Block2Block practice over ROS 2
+    (out / "report.md").write_text(f"""# efm demo: {title} practice over ROS 2
 
 | | ground-truth success | mean length |
 | --- | --- | --- |
@@ -357,7 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     versions = sorted(seen["weights"])
     final = Path(versions[-1][1].removeprefix("file://")) if versions else ckpt["policy"]
     after = ground_truth(args.config, final, args.eval_episodes)
-    report(args.out, before, after, seen, (time.monotonic() - started) / 60)
+    cfg = yaml.safe_load(args.config.read_text())
+    families = cfg.get("env_kwargs", {}).get("task_families", [])
+    title = cfg["env"] + (f" ({', '.join(families)})" if families else "")
+    report(args.out, title, before, after, seen, (time.monotonic() - started) / 60)
     log(f"done in {(time.monotonic() - started) / 60:.1f} min")
     return 0
 
