@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--reward", default="")
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--image", type=int, default=64)
+    parser.add_argument("--image", type=int, default=64, help="camera side; 0: no camera")
+    parser.add_argument("--state-dim", type=int, default=2)
     parser.add_argument("--label-batch", type=int, default=64)
     args = parser.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -51,17 +52,22 @@ def main(argv: list[str] | None = None) -> None:
     from efm_ros.qos import RELIABLE, SENSOR
 
     rng = np.random.default_rng(0)
-    frames = rng.integers(0, 255, (args.n, args.image, args.image, 3), dtype=np.uint8)
+    frames = rng.integers(
+        0, 255, (args.n, max(args.image, 1), max(args.image, 1), 3), dtype=np.uint8
+    )
 
     def obs(i: int) -> Observation:
+        images = {"top": frames[i]} if args.image else {}
+        previous = {"top": frames[i - 1]} if args.image else None
+        state = [0.01 * ((i + k) % 7) for k in range(args.state_dim)]
         return make_observation(
             station="bench",
             step=i,
             instruction="push the red star to the blue cube",
-            images={"top": frames[i]},
-            previous_images={"top": frames[i - 1]},
-            proprioception=[0.01 * (i % 7), -0.02],
-            proprio_names=["ee_x", "ee_y"],
+            images=images,
+            previous_images=previous,
+            proprioception=state,
+            proprio_names=[f"q{k}" for k in range(args.state_dim)],
         )
 
     # in-process: the node's own per-observation work
