@@ -56,15 +56,6 @@ def shard_size(total: int, ctx: DistContext) -> int:
     return total // ctx.world_size
 
 
-def broadcast_object(value: object, ctx: DistContext) -> object:
-    """Rank 0's ``value`` on every process."""
-    if not ctx.enabled:
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
 def all_reduce_mean(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if not ctx.enabled:
         return tensor

@@ -16,6 +16,8 @@ so an episode received before a crash is neither lost nor used twice.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -39,11 +41,19 @@ from efm_learning.checkpoint import (
     save_checkpoint,
     sha256_file,
 )
+from efm_learning.distributed import (
+    DistContext,
+    cleanup,
+    init_distributed,
+    shard_size,
+    wrap_model,
+)
 from efm_learning.replay_buffer import EpisodeError, LabelledAdder, ReplayBuffer
 from efm_learning.self_improvement import reinforce_step, to_policy_batch
 from efm_ros.conversions import observation_arrays
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.model_host import model_input
+from efm_ros.node_set import load_params, node_params
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE
 from efm_ros.spin import run_node
@@ -58,13 +68,144 @@ def newest_version(policy_dir: Path) -> tuple[int, Path] | None:
     return max(found) if found else None
 
 
+#: parameter defaults, shared by the node's declarations and the torchrun followers
+DEFAULTS = {
+    "model.policy_checkpoint": "",
+    "output_dir": "runs/learner",
+    "improve.updates_per_round": 16,
+    "improve.batch_size": 64,
+    "improve.reinforce_c": 5e-2,
+    "improve.lr": 3e-4,
+    "improve.weight_decay": 1e-4,
+    "improve.grad_clip": 1.0,
+    "improve.gamma": 0.9,
+    "seed": 0,
+    "device": "cpu",
+}
+
+
+def unpack_episode(msg: LabelledEpisode, num_tokens: int) -> tuple[dict, np.ndarray]:
+    """Message -> (observation batch for o_0..o_T-1, tokens (T, K)); ValueError if bad."""
+    t = int(msg.length)
+    if t < 1 or len(msg.observations) != t:
+        raise ValueError(f"length {t} but {len(msg.observations)} observations")
+    k = int(msg.tokens_per_action)
+    if k != num_tokens or len(msg.action_tokens) != t * k:
+        raise ValueError(
+            f"{len(msg.action_tokens)} action tokens for {t} x {k}; the "
+            f"policy uses {num_tokens} per action"
+        )
+    if len(msg.rewards) != t or len(msg.returns) != t or len(msg.steps_to_go) != t + 1:
+        raise ValueError("rewards/returns/steps_to_go lengths do not match the episode")
+    arrays = [observation_arrays(o) for o in msg.observations]
+    tokens = np.asarray(msg.action_tokens, dtype=np.int64).reshape(t, k)
+    return model_input(arrays, msg.instruction), tokens
+
+
+class Trainer:
+    """The policy, its optimizer and one round of N REINFORCE updates (Algorithm 1).
+
+    Every round rebuilds its buffer from the spool (sorted by name), so each process under
+    torchrun sees the same samples in the same minibatch order; each process trains on its
+    shard of every minibatch and DDP averages the gradients. Single process: the whole batch.
+    """
+
+    def __init__(self, settings: dict, ctx: DistContext) -> None:
+        self.settings = {**DEFAULTS, **settings}
+        self.ctx = ctx
+        out = Path(self.settings["output_dir"])
+        self.policy_dir, self.spool = out / "policy", out / "spool"
+        newest = newest_version(self.policy_dir)
+        self.start_path = newest[1] if newest else Path(self.settings["model.policy_checkpoint"])
+        self.version = newest[0] if newest else 0
+        self.model, _ = load_checkpoint(self.start_path, device=learner_device(self.settings))
+        self.model.train()
+        self.params = self.model.stage2_parameters()
+        self.optimizer = torch.optim.AdamW(
+            self.params,
+            lr=self.settings["improve.lr"],
+            weight_decay=self.settings["improve.weight_decay"],
+        )
+        state = load_trainer_state(self.start_path) if newest else None
+        if state is not None:
+            optimizer_from_state(self.optimizer, state)
+        self.ddp = wrap_model(self.model, ctx, find_unused=True)
+        shard_size(self.settings["improve.batch_size"], ctx)  # B must split evenly
+
+    def run_round(self, version: int) -> tuple[list[dict], int]:
+        """N updates on the spooled episodes of policy ``version``; (stats, samples)."""
+        s = self.settings
+        buffer = ReplayBuffer()
+        adder = LabelledAdder(
+            buffer, self.model.num_action_tokens, self.model.action_vocab, s["improve.gamma"]
+        )
+        for path in sorted(self.spool.glob("*.cdr")):
+            msg = deserialize_message(path.read_bytes(), LabelledEpisode)
+            if msg.policy_version != version:
+                continue
+            observations, tokens = unpack_episode(msg, self.model.num_action_tokens)
+            adder.add(
+                observations,
+                tokens,
+                np.asarray(msg.steps_to_go),
+                np.asarray(msg.returns),
+                msg.gamma,
+            )
+        rng = np.random.default_rng([int(s["seed"]), version])
+        rank, world = self.ctx.rank, self.ctx.world_size
+        stats = []
+        for batch in buffer.minibatches(
+            s["improve.updates_per_round"], s["improve.batch_size"], rng
+        ):
+            shard = {k: v[rank::world] for k, v in batch.items()}
+            stats.append(
+                reinforce_step(
+                    self.ddp,
+                    self.optimizer,
+                    self.params,
+                    to_policy_batch(self.model, shard),
+                    s["improve.reinforce_c"],
+                    s["improve.grad_clip"],
+                )
+            )
+        return stats, len(buffer)
+
+
+def learner_device(settings: dict) -> str:
+    """``cpu``, or ``cuda`` -> this rank's GPU (torchrun's LOCAL_RANK)."""
+    if settings["device"] == "cpu":
+        return "cpu"
+    if settings["device"] != "cuda":
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {settings['device']!r}")
+    if not torch.cuda.is_available():
+        raise ValueError("device: cuda requested but no CUDA device is available")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.cuda.set_device(local)
+    return f"cuda:{local}"
+
+
+def announce(ctx: DistContext, version: int = 0) -> int:
+    """Rank 0 tells the other ranks to run the round for ``version`` (-1: stop); every rank
+    returns rank 0's value. A plain int64 tensor: nothing is pickled."""
+    device = (
+        "cuda"
+        if torch.distributed.is_initialized() and (torch.distributed.get_backend() == "nccl")
+        else "cpu"
+    )
+    flag = torch.tensor([version], dtype=torch.int64, device=device)
+    if ctx.enabled:
+        torch.distributed.broadcast(flag, 0)
+    return int(flag.item())
+
+
 class LearnerNode(Node):
     """Replay buffer + REINFORCE updates + weight publication."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, ctx: DistContext | None = None, **kwargs) -> None:
         super().__init__("learner", **kwargs)
+        self.ctx = ctx or DistContext()
         p = Parameters(self)
-        stage1 = p.declare(
+        p.declare(
             "model.policy_checkpoint",
             "",
             "Stage 1 policy checkpoint (best BC validation, Appendix B).",
@@ -89,8 +230,8 @@ class LearnerNode(Node):
         self.c = p.declare(
             "improve.reinforce_c", 5e-2, "c of -c R log pi (Appendix C).", min_value=0.0
         )
-        lr = p.declare("improve.lr", 3e-4, "AdamW learning rate.", read_only=True, min_value=0.0)
-        wd = p.declare(
+        p.declare("improve.lr", 3e-4, "AdamW learning rate.", read_only=True, min_value=0.0)
+        p.declare(
             "improve.weight_decay", 1e-4, "AdamW weight decay.", read_only=True, min_value=0.0
         )
         self.grad_clip = p.declare(
@@ -104,7 +245,14 @@ class LearnerNode(Node):
             min_value=0.0,
             max_value=1.0,
         )
-        seed = p.declare("seed", 0, "Minibatch order seed.", read_only=True)
+        p.declare("seed", 0, "Minibatch order seed.", read_only=True)
+        p.declare(
+            "device",
+            "cpu",
+            "cpu, or cuda: each torchrun rank on its own GPU (nccl).",
+            read_only=True,
+            choices=("cpu", "cuda"),
+        )
         self.pause_service = p.declare(
             "coordinator.service",
             "/practice/command",
@@ -112,26 +260,19 @@ class LearnerNode(Node):
             read_only=True,
         )
 
-        self.policy_dir = self.out / "policy"
-        self.spool = self.out / "spool"
+        settings = {name: self.get_parameter(name).value for name in DEFAULTS}
+        self.trainer = Trainer(settings, self.ctx)
+        self.policy_dir, self.spool = self.trainer.policy_dir, self.trainer.spool
         self.spool.mkdir(parents=True, exist_ok=True)
         self.seen_path = self.out / "seen_episode_ids.txt"
         self.seen = set(self.seen_path.read_text().split()) if self.seen_path.exists() else set()
-        newest = newest_version(self.policy_dir)
-        path = newest[1] if newest else Path(stage1)
-        self.version = newest[0] if newest else 0
-        self.model, _ = load_checkpoint(path)
-        self.model.train()
-        self.params = self.model.stage2_parameters()
-        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=wd)
-        state = load_trainer_state(path) if newest else None
-        if state is not None:
-            optimizer_from_state(self.optimizer, state)
-        self.rng = np.random.default_rng(seed + self.version)
-        self.buffer = ReplayBuffer()
+        self.version = self.trainer.version
+        self.model = self.trainer.model
+        self.buffer = ReplayBuffer()  # counts and validates arrivals; rounds read the spool
         self.adder = LabelledAdder(
             self.buffer, self.model.num_action_tokens, self.model.action_vocab, gamma
         )
+        path = self.trainer.start_path
         self.lock = threading.Lock()
         self.learning = False
         self.diag = Diagnostics(self)
@@ -178,7 +319,7 @@ class LearnerNode(Node):
             )
             return False
         try:
-            observations, tokens = self.unpack(msg)
+            observations, tokens = unpack_episode(msg, self.model.num_action_tokens)
             stats = self.adder.add(
                 observations,
                 tokens,
@@ -200,24 +341,6 @@ class LearnerNode(Node):
         self.diag.count("episodes.accepted")
         self.diag.count("samples", stats.length)
         return True
-
-    def unpack(self, msg: LabelledEpisode) -> tuple[dict, np.ndarray]:
-        """Message -> (observation batch for o_0..o_T-1, tokens (T, K)); ValueError if bad."""
-        t = int(msg.length)
-        if t < 1 or len(msg.observations) != t:
-            raise ValueError(f"length {t} but {len(msg.observations)} observations")
-        k = int(msg.tokens_per_action)
-        if k != self.model.num_action_tokens or len(msg.action_tokens) != t * k:
-            raise ValueError(
-                f"{len(msg.action_tokens)} action tokens for {t} x {k}; the "
-                f"policy uses {self.model.num_action_tokens} per action"
-            )
-        if len(msg.rewards) != t or len(msg.returns) != t or len(msg.steps_to_go) != t + 1:
-            raise ValueError("rewards/returns/steps_to_go lengths do not match the episode")
-        arrays = [observation_arrays(o) for o in msg.observations]
-        batch = model_input(arrays, msg.instruction)
-        tokens = np.asarray(msg.action_tokens, dtype=np.int64).reshape(t, k)
-        return batch, tokens
 
     def restore_spool(self) -> None:
         for path in sorted(self.spool.glob("*.cdr")):
@@ -245,14 +368,10 @@ class LearnerNode(Node):
         self.command(PracticeCommand.Request.PAUSE)
         started = time.monotonic()
         try:
-            stats = []
-            for batch in self.buffer.minibatches(self.updates, self.batch, self.rng):
-                prepared = to_policy_batch(self.model, batch)
-                stats.append(
-                    reinforce_step(
-                        self.model, self.optimizer, self.params, prepared, self.c, self.grad_clip
-                    )
-                )
+            self.trainer.settings["improve.reinforce_c"] = self.c
+            self.trainer.settings["improve.grad_clip"] = self.grad_clip
+            announce(self.ctx, self.version + 1)  # torchrun: the other ranks join the round
+            stats, samples = self.trainer.run_round(self.version)
             version = self.version + 1
             path = save_checkpoint(
                 self.policy_dir / f"v{version}",
@@ -260,10 +379,10 @@ class LearnerNode(Node):
                 metadata={
                     "policy_version": version,
                     "learning_round": version,
-                    "samples": len(self.buffer),
+                    "samples": samples,
                     "loss": float(np.mean([s["loss"] for s in stats])),
                 },
-                trainer_state=optimizer_to_state(self.optimizer),
+                trainer_state=optimizer_to_state(self.trainer.optimizer),
             )
             with self.lock:
                 self.version = version
@@ -300,7 +419,35 @@ class LearnerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(LearnerNode, args, threads=2)
+    """One process, or every rank under ``torchrun``: rank 0 is the ROS node, the other ranks
+    follow its rounds (same spool, DDP-averaged gradients: the learner machine's GPUs)."""
+    argv = sys.argv if args is None else args
+    settings = settings_from_argv(argv)
+    ctx = init_distributed("nccl" if settings.get("device") == "cuda" else "gloo")
+    try:
+        if ctx.rank == 0:
+            run_node(lambda: LearnerNode(ctx=ctx), args, threads=2)
+            announce(ctx, -1)
+        else:
+            follow_rounds(ctx, settings)
+    finally:
+        cleanup(ctx)
+
+
+def settings_from_argv(argv: list[str]) -> dict:
+    """The learner's parameters from ``--params-file`` (for ranks that run no ROS node)."""
+    if "--params-file" not in argv:
+        return {}
+    params = load_params(argv[argv.index("--params-file") + 1])
+    return {k: v for k, v in node_params(params, "/learner").items() if k in DEFAULTS}
+
+
+def follow_rounds(ctx: DistContext, settings: dict) -> None:
+    """A torchrun rank > 0: no ROS node, the same Trainer, rounds announced by rank 0."""
+    torch.set_num_threads(1)
+    trainer = Trainer(settings, ctx)
+    while (version := announce(ctx)) >= 0:
+        trainer.run_round(version - 1)
 
 
 if __name__ == "__main__":
