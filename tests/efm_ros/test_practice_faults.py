@@ -89,34 +89,6 @@ def test_learner_refuses_bad_episodes_and_counts_them(ros_context, tiny_checkpoi
         client.destroy_node()
 
 
-@pytest.fixture
-def graph_factory(ros_domain, tmp_path):
-    from ros_harness import ros_environment
-
-    from efm_ros.bringup import Graph
-    from efm_ros.node_set import load_params, practice_nodes
-
-    graphs = []
-
-    def start(params_file, only=None, station=None):
-        specs = practice_nodes(load_params(params_file), sim=True)
-        specs = [
-            s
-            for s in specs
-            if (only is None or s.name in only)
-            and (station is None or s.namespace in ("/", f"/{station}"))
-        ]
-        graph = Graph(
-            specs, params_file, tmp_path / f"logs{len(graphs)}", env=ros_environment(ros_domain)
-        )
-        graphs.append(graph)
-        return graph
-
-    yield start
-    for graph in graphs:
-        graph.stop()
-
-
 def _observer(ros_context):
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 from practice_graph import practice_yaml
@@ -39,30 +38,6 @@ def _watch(ros_context):
             LATCHED,
         )
     return node, executor, seen
-
-
-@pytest.fixture
-def graph_factory(ros_domain, tmp_path):
-    from ros_harness import ros_environment
-
-    from efm_ros.bringup import Graph
-    from efm_ros.node_set import load_params, practice_nodes
-
-    graphs = []
-
-    def start(params_file: Path, only: tuple[str, ...] | None = None):
-        specs = practice_nodes(load_params(params_file), sim=True)
-        if only is not None:
-            specs = [s for s in specs if s.name in only]
-        graph = Graph(
-            specs, params_file, tmp_path / f"logs{len(graphs)}", env=ros_environment(ros_domain)
-        )
-        graphs.append(graph)
-        return graph
-
-    yield start
-    for graph in graphs:
-        graph.stop()
 
 
 def _logs(graph) -> str:

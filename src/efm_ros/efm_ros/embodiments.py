@@ -68,6 +68,20 @@ class Embodiment:
         return values.reshape(msg.chunk_length, self.dof)
 
 
+#: ALOHA's 14 joints, left arm then right arm (Appendix D.3): commanded and observed alike
+ALOHA_JOINTS = tuple(
+    f"{side}_{joint}"
+    for side in ("left", "right")
+    for joint in (
+        "waist",
+        "shoulder",
+        "elbow",
+        "forearm_roll",
+        "wrist_angle",
+        "wrist_rotate",
+        "gripper",
+    )
+)
 _TABLE_LIMIT = 0.03  # m per tick, efm_sim's TabletopEnv action clip
 
 EMBODIMENTS: dict[str, Embodiment] = {
@@ -94,36 +108,12 @@ EMBODIMENTS: dict[str, Embodiment] = {
     ),
     "aloha": Embodiment(
         name="aloha",
-        action_names=tuple(
-            f"{side}_{joint}"
-            for side in ("left", "right")
-            for joint in (
-                "waist",
-                "shoulder",
-                "elbow",
-                "forearm_roll",
-                "wrist_angle",
-                "wrist_rotate",
-                "gripper",
-            )
-        ),
+        action_names=ALOHA_JOINTS,
         chunk_length=5,
         period_s=0.1,
         action_low=(-1.0,) * 14,
         action_high=(1.0,) * 14,
-        proprio_names=tuple(
-            f"{side}_{joint}"
-            for side in ("left", "right")
-            for joint in (
-                "waist",
-                "shoulder",
-                "elbow",
-                "forearm_roll",
-                "wrist_angle",
-                "wrist_rotate",
-                "gripper",
-            )
-        ),
+        proprio_names=ALOHA_JOINTS,
         camera_names=("top", "table", "left_wrist", "right_wrist"),
         units="normalised joint position",
     ),
