@@ -15,7 +15,7 @@ os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.append(str(Path(__file__).parent))  # last: never shadows a real package
 
 from ros_harness import RosProcess, claim_domain
 
