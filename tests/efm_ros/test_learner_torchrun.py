@@ -4,6 +4,7 @@ spooled episodes: same minibatches, each rank's shard, DDP-averaged gradients.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import yaml
 from ros_harness import ros_environment
@@ -62,7 +64,12 @@ def _run_until_v1(cmd: list[str], out: Path, env: dict, log: Path, timeout: floa
                 time.sleep(0.2)
         finally:
             time.sleep(0.5)
+            # torchrun's workers live in their own process groups: kill the whole tree
+            tree = psutil.Process(proc.pid).children(recursive=True)
             os.killpg(proc.pid, signal.SIGKILL)
+            for child in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
             proc.wait()
     assert target.exists(), log.read_text()[-3000:]
     return load_file(str(out / "policy" / "v1" / "model.safetensors"))
