@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from efm_learning.distributed import init_distributed, wrap_model
+from efm_learning.distributed import cleanup, exit_process, init_distributed, wrap_model
 from efm_learning.models.base import ACTION_TOKENS, STEPS_TO_GO_BIN
 from efm_learning.replay_buffer import RETURNS
 from efm_learning.self_improvement import reinforce_step
@@ -54,8 +54,9 @@ def main(out: str) -> None:
     reinforce_step(ddp2, opt2, params, rl, c=0.05, grad_clip=1.0)
     if ctx.is_main:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out)
-    if ctx.enabled:
-        torch.distributed.destroy_process_group()
+    del ddp, ddp2
+    cleanup(ctx)
+    exit_process(ctx)
 
 
 if __name__ == "__main__":

@@ -85,3 +85,13 @@ def test_no_demonstrator_for_bananatable() -> None:
     with pytest.raises(ValueError, match="novel task"):
         make_demonstrator("bananatable")
     assert isinstance(make_demonstrator("pushtable"), PushTableDemonstrator)
+
+
+def test_block2block_on_a_four_block_board() -> None:
+    env = efm_sim.make_env("pushtable", image_size=32, task_families=["block2block"],
+                           blocks=["red moon", "blue cube", "green star", "yellow pentagon"])
+    try:
+        episodes = [record_episode(env, PushTableDemonstrator(), s) for s in range(20)]
+    finally:
+        env.close()
+    assert np.mean([e.success for e in episodes]) >= 0.9

@@ -166,3 +166,19 @@ def test_view_dataset_and_fresh_episode(tmp_path: Path) -> None:
     gif = iio.imread(tmp_path / "banana.gif", index=None)
     assert sheet.ndim == 3 and gif.shape[1:3] == (48, 48)
     assert np.any(sheet != 255)
+
+
+def test_generate_pushtable_on_a_smaller_board(tmp_path: Path) -> None:
+    out = tmp_path / "pt4"
+    res = _run("efm_sim.generate", "--env", "pushtable", "--out", str(out), "--image-size", "32",
+               "--workers", "1", "--episodes", "3", "--task-family", "block2block",
+               "--blocks", "red moon, blue cube,green star")
+    assert res.returncode == 0, res.stderr
+    eps = list(ds.EpisodeDataset(out).iter_episodes())
+    assert len(eps) == 3
+    for e in eps:
+        assert e.env_states.shape[1] == 9  # three blocks
+        assert not any(b in e.instruction for b in ("yellow", "pentagon", "red pentagon"))
+    res = _run("efm_sim.generate", "--env", "pushtable", "--out", str(tmp_path / "bad"),
+               "--episodes", "1", "--blocks", "red moon")
+    assert res.returncode != 0 and "at least 2" in res.stderr

@@ -216,3 +216,29 @@ def test_banana_success_at_location(banana_env: BananaTableEnv) -> None:
     assert not banana_env.task_success()
     banana_env.data.qpos[banana_env._obj_qpos[0, :2]] = location_xy("left") + 0.02
     assert banana_env.task_success()
+
+
+FOUR = ["red moon", "blue cube", "green star", "yellow pentagon"]
+
+
+def test_pushtable_with_a_subset_of_the_blocks() -> None:
+    """The CPU-scale board (one block per colour): only those blocks exist and are named."""
+    env = efm_sim.make_env("pushtable", image_size=SMALL, blocks=list(reversed(FOUR)),
+                           task_families=["block2block"])
+    try:
+        assert env.blocks == tuple(FOUR)  # canonical order whatever the order given
+        env.reset(seed=0)
+        assert env.object_state().shape == (12,)  # (x, y, yaw) of 4 blocks
+        named = set()
+        for seed in range(40):
+            env.reset(seed=seed)
+            named |= {env.task.block, env.task.target}
+        assert named == set(FOUR)
+        with pytest.raises(ValueError, match="not on this board"):
+            env.reset(options={"instruction": "push the red pentagon to the blue cube"})
+    finally:
+        env.close()
+    for bad, match in ((["red moon"], "at least 2"), (["red moon", "purple cube"], "unknown"),
+                       (["red moon", "red moon"], "distinct")):
+        with pytest.raises(ValueError, match=match):
+            PushTableEnv(image_size=SMALL, blocks=bad)

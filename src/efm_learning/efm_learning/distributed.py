@@ -64,6 +64,32 @@ def all_reduce_mean(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return out / ctx.world_size
 
 
-def cleanup(ctx: DistContext) -> None:
+def cleanup(ctx: DistContext, barrier: bool = True) -> None:
+    """Leave the process group: all ranks meet at a barrier, then tear down together.
+
+    Drop DDP wrappers before calling this so their reducers release the group. Pass
+    ``barrier=False`` on an error path, where a peer may never arrive. A process that
+    used gloo should then leave through :func:`exit_process`.
+    """
     if ctx.enabled and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_process(ctx: DistContext, code: int = 0) -> None:
+    """End a torchrun worker without interpreter finalization.
+
+    After a clean :func:`cleanup`, gloo's C++ threads can still be torn down during
+    Python's finalization and abort the process (SIGABRT, "terminate called without an
+    active exception"; measured here in ~1 of 20 two-process runs, always after
+    ``destroy_process_group`` returned on both ranks). All results are written by then,
+    so flush the standard streams and ``os._exit``. A no-op for single-process runs.
+    """
+    if not ctx.enabled:
+        return
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

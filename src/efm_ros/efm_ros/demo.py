@@ -69,6 +69,8 @@ def stage1(config: Path, out: Path) -> dict[str, Path]:
             cmd += ["--image-size", str(env_kwargs["image_size"])]
         for family in env_kwargs.get("task_families", []):
             cmd += ["--task-family", family]
+        if env_kwargs.get("blocks"):
+            cmd += ["--blocks", ",".join(env_kwargs["blocks"])]
         run(cmd)
     log("Stage 1: supervised fine-tuning (BC + steps-to-go)")
     run(

@@ -44,6 +44,7 @@ from efm_learning.checkpoint import (
 from efm_learning.distributed import (
     DistContext,
     cleanup,
+    exit_process,
     init_distributed,
     shard_size,
     wrap_model,
@@ -430,8 +431,11 @@ def main(args: list[str] | None = None) -> None:
             announce(ctx, -1)
         else:
             follow_rounds(ctx, settings)
-    finally:
-        cleanup(ctx)
+    except BaseException:
+        cleanup(ctx, barrier=False)
+        raise
+    cleanup(ctx)
+    exit_process(ctx)
 
 
 def settings_from_argv(argv: list[str]) -> dict:

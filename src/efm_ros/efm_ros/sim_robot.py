@@ -65,6 +65,12 @@ class SimRobotNode(Node):
         self.default_family = p.declare(
             "sim.task_family", "", "Default task family for resets ('' = env default)."
         )
+        blocks = p.declare(
+            "sim.blocks",
+            "",
+            "PushTable blocks on the board, comma-separated ('' = all eight).",
+            read_only=True,
+        )
         self.rate_hz = p.declare(
             "control.rate_hz",
             5.0,
@@ -104,6 +110,10 @@ class SimRobotNode(Node):
         kwargs_env = {"max_episode_steps": max_steps, "terminate_on_success": False}
         if env_name != "pointmass":
             kwargs_env["image_size"] = image_size
+        if blocks.strip():
+            if env_name != "pushtable":
+                raise ValueError(f"sim.blocks: only the pushtable env has blocks, not {env_name}")
+            kwargs_env["blocks"] = [b.strip() for b in blocks.split(",") if b.strip()]
         self.env = efm_sim.make_env(env_name, **kwargs_env)
         self.diag = Diagnostics(self)
         self.camera_pubs = {

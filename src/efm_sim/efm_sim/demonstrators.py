@@ -140,7 +140,7 @@ class PushTableDemonstrator:
             return goal
         u, n = d / length, _perp(d / length)
         best: tuple[float, np.ndarray, str] | None = None
-        for other in tasks.BLOCKS:
+        for other in env.blocks:
             if other in skip:
                 continue
             o = env.block_xy(other)
@@ -226,7 +226,7 @@ class PushTableDemonstrator:
         env = self.env
         assert env is not None and env.task is not None
         push = np.zeros(2)
-        for other in tasks.BLOCKS:
+        for other in env.blocks:
             if other in (env.task.block, env.task.target):
                 continue
             away = ee - env.block_xy(other)

@@ -218,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="PushTable demonstrator sub-optimality knob in [0, 1]",
     )
+    p.add_argument(
+        "--blocks",
+        default=None,
+        help='PushTable blocks on the board, comma-separated (e.g. "red moon,blue cube"; '
+        "default: all eight)",
+    )
     p.add_argument("--max-episode-steps", type=int, default=None)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -239,6 +245,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 env_kwargs["image_size"] = args.image_size
             if args.max_episode_steps is not None:
                 env_kwargs["max_episode_steps"] = args.max_episode_steps
+            if args.blocks:
+                from efm_sim.pushtable import check_blocks
+
+                try:
+                    env_kwargs["blocks"] = list(check_blocks(args.blocks.split(",")))
+                except ValueError as error:
+                    raise SystemExit(f"--blocks: {error}") from None
             demo_kwargs: dict[str, Any] = {}
             if args.suboptimality is not None:
                 demo_kwargs["suboptimality"] = args.suboptimality

@@ -14,7 +14,8 @@ Task families (``efm_sim.tasks``): ``block2block`` (the paper's Stage 2 family),
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -47,6 +48,18 @@ COLOUR_RGBA: dict[str, str] = {
 
 def block_body_name(block: str) -> str:
     return block.replace(" ", "_")
+
+
+def check_blocks(blocks: Sequence[str] | None) -> tuple[str, ...]:
+    """Validated board blocks in canonical order (``None`` = all eight)."""
+    chosen = tuple(tasks.BLOCKS if blocks is None else (tasks.normalize(b) for b in blocks))
+    unknown = sorted(set(chosen) - set(tasks.BLOCKS))
+    if unknown or len(chosen) < 2 or len(set(chosen)) != len(chosen):
+        raise ValueError(
+            f"blocks: need at least 2 distinct blocks out of {list(tasks.BLOCKS)}, got "
+            f"{list(chosen)}" + (f" (unknown: {unknown})" if unknown else "")
+        )
+    return tuple(b for b in tasks.BLOCKS if b in chosen)
 
 
 def _assets() -> str:
@@ -85,8 +98,18 @@ class PushTableEnv(TabletopEnv):
     task_families: ClassVar[tuple[str, ...]] = tasks.PUSHTABLE_FAMILIES
     default_family_weights: ClassVar[tuple[float, ...]] = (0.5, 0.25, 0.25)
 
+    def __init__(self, *args: Any, blocks: Sequence[str] | None = None, **kwargs: Any) -> None:
+        """``blocks``: the blocks on the board (default: all eight). A smaller board (e.g.
+        one block per colour) is our CPU-scale departure from LanguageTable's eight; the
+        instructions then only name blocks that are present."""
+        self.blocks = check_blocks(blocks)
+        super().__init__(*args, **kwargs)
+
     def _object_specs(self) -> tuple[list[ObjectSpec], str]:
-        return [_block_spec(b) for b in tasks.BLOCKS], _assets()
+        return [_block_spec(b) for b in self.blocks], _assets()
+
+    def _block_names(self) -> tuple[str, ...]:
+        return self.blocks
 
     def block_xy(self, block: str) -> np.ndarray:
         """Ground-truth centre of ``block`` (e.g. "red moon")."""
@@ -115,7 +138,7 @@ class PushTableEnv(TabletopEnv):
     def _sample_scene(
         self, task: tasks.Task, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        n = len(tasks.BLOCKS)
+        n = len(self.blocks)
         radii = [BLOCK_RADIUS] * n
         for _ in range(100):
             if task.family == tasks.SEPARATE:
@@ -123,7 +146,7 @@ class PushTableEnv(TabletopEnv):
                 a = rng.uniform(-PLACEMENT_LIMIT + 0.04, PLACEMENT_LIMIT - 0.04, size=2)
                 ang = rng.uniform(0, 2 * np.pi)
                 b = a + (2 * BLOCK_RADIUS + 0.005) * np.array([np.cos(ang), np.sin(ang)])
-                ia, ib = tasks.BLOCKS.index(task.block), tasks.BLOCKS.index(task.target)
+                ia, ib = self.blocks.index(task.block), self.blocks.index(task.target)
                 others = [i for i in range(n) if i not in (ia, ib)]
                 rest = sample_separated(
                     rng,
@@ -139,7 +162,7 @@ class PushTableEnv(TabletopEnv):
                 xy = sample_separated(rng, radii, PLACEMENT_LIMIT, PLACEMENT_GAP)
             if task.family == tasks.BLOCK2LOCATION:
                 assert task.block is not None and task.location is not None
-                a = xy[tasks.BLOCKS.index(task.block)]
+                a = xy[self.blocks.index(task.block)]
                 if np.linalg.norm(a - location_xy(task.location)) < LOCATION_THRESHOLD + 0.03:
                     continue
             break

@@ -317,6 +317,12 @@ class TabletopEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 raise ValueError(
                     f"instruction {instruction!r} belongs to family {task.family!r}, not {family!r}"
                 )
+            absent = [b for b in (task.block, task.target) if b and b not in self._block_names()]
+            if absent and task.family in tasks.PUSHTABLE_FAMILIES:
+                raise ValueError(
+                    f"instruction {instruction!r} names {absent}, which are not on this board "
+                    f"(blocks: {list(self._block_names())})"
+                )
             return task
         if family is None:
             weights = np.array(

@@ -24,6 +24,10 @@ _BACKENDS: dict[str, tuple[str, str]] = {
         "efm_learning.models.configuration_small_efm:SmallEFMConfig",
         "efm_learning.models.modeling_small_efm:SmallEFM",
     ),
+    "conv_efm": (
+        "efm_learning.models.configuration_conv_efm:ConvEFMConfig",
+        "efm_learning.models.modeling_conv_efm:ConvEFM",
+    ),
     "vlm": (
         "efm_learning.models.configuration_vlm:VLMConfig",
         "efm_learning.models.modeling_vlm:VLMEFM",
@@ -48,7 +52,7 @@ def _load(path: str) -> Any:
         if error.name == module:
             raise ConfigError(
                 f"model.type: the backend in {module} is not implemented yet; "
-                f"use one of the implemented backends (mlp, small_efm)"
+                f"use one of the implemented backends (mlp, small_efm, conv_efm)"
             ) from None
         raise
 

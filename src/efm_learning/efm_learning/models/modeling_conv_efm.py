@@ -1,0 +1,176 @@
+"""``conv_efm``: an EFM that learns to see from its own demonstrations, on a CPU.
+
+Why it exists: at CPU scale (hundreds of demonstrations, minutes of training) the
+``small_efm`` backend's frozen ImageNet features did not let Stage 1 find the named
+blocks on PushTable (docs/DEMO.md). This backend trains its image encoder from scratch:
+a small conv tower sees the current and previous frame stacked (the paper gives its EFM
+both frames, Appendix D.1) plus two coordinate channels, each layer modulated by the
+instruction embedding (FiLM; the frozen all-MiniLM-L6-v2 of ``small_efm``), and ends in
+spatial-softmax keypoints, i.e. "where is what the instruction names". Keypoints, pooled
+features, proprioception and the instruction feed one shared MLP trunk with the two
+heads of the paper's single model (Section 2.1): action tokens and steps-to-go bins.
+
+Departures from the paper's PaLI EFM (Appendix A.1): no web-scale pretraining of the
+vision tower (the Section 4.2 "Scratch" setting for vision, pretrained text), and action
+tokens are predicted in parallel (see ``base``). Stage 2 keeps the conv tower frozen and
+updates the trunk and heads, as the paper freezes the image encoder (Appendix A.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from efm_learning.models.base import EFM, Batch
+from efm_learning.models.configuration_conv_efm import ConvEFMConfig
+from efm_learning.models.modeling_small_efm import TEXT, TEXT_DIM, TextEncoder
+from efm_sim import keys
+
+
+def resize_frames(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``(B, H, W, 3)`` -> uint8 ``(B, size, size, 3)`` (block average when H is a
+    multiple of ``size``, the camera's usual case; bilinear otherwise)."""
+    images = np.asarray(images)
+    h, w = images.shape[1:3]
+    if h == size and w == size:
+        return images
+    if h == w and h % size == 0:
+        k = h // size
+        pooled = images.reshape(len(images), size, k, size, k, 3).mean(axis=(2, 4))
+        return np.round(pooled).astype(np.uint8)
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+class SpatialSoftmax(nn.Module):
+    """Per-channel softmax over the image -> expected (x, y) in [-1, 1] (2 x C values)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = fmap.shape
+        weights = F.softmax(fmap.flatten(2) / self.log_temperature.exp(), dim=-1)
+        ys = torch.linspace(-1.0, 1.0, h, device=fmap.device)
+        xs = torch.linspace(-1.0, 1.0, w, device=fmap.device)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        x = (weights * grid_x.reshape(1, 1, -1)).sum(-1)
+        y = (weights * grid_y.reshape(1, 1, -1)).sum(-1)
+        return torch.cat([x, y], dim=1)
+
+
+class ConvEFM(EFM):
+    """Two frames + instruction + proprioception -> action tokens and steps-to-go."""
+
+    config: ConvEFMConfig
+    needs_images = True
+
+    def __init__(self, config: ConvEFMConfig) -> None:
+        super().__init__(config)
+        c = config
+        self._text = [TextEncoder(pretrained=True)] if c.text_encoder == "minilm" else []
+        self.register_buffer("state_mean", torch.zeros(c.state_dim))
+        self.register_buffer("state_std", torch.ones(c.state_dim))
+        convs, norms, films = [], [], []
+        in_ch = 6 + 2  # two RGB frames + (x, y) coordinate channels
+        for i, out_ch in enumerate(c.channels):
+            kernel, stride = (5, 2) if i == 0 else (3, 2 if i == 1 else 1)
+            convs.append(nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2))
+            norms.append(nn.GroupNorm(8, out_ch, affine=False))
+            films.append(nn.Linear(TEXT_DIM, 2 * out_ch))
+            in_ch = out_ch
+        self.convs, self.norms, self.films = (nn.ModuleList(m) for m in (convs, norms, films))
+        for film in self.films:  # start as the identity modulation (gamma 1, beta 0)
+            nn.init.zeros_(film.weight)
+            nn.init.zeros_(film.bias)
+        self.keypoint_conv = nn.Conv2d(in_ch, c.num_keypoints, 1)
+        self.spatial_softmax = SpatialSoftmax()
+        width = 2 * c.num_keypoints + in_ch + 2 * 64
+        self.state_proj = nn.Linear(c.state_dim, 64)
+        self.text_proj = nn.Linear(TEXT_DIM, 64)
+        self.trunk = nn.Sequential(
+            nn.Linear(width, c.hidden_size), nn.LayerNorm(c.hidden_size), nn.ReLU(),
+            nn.Linear(c.hidden_size, c.hidden_size), nn.ReLU(),
+        )
+        self.action_head = nn.Linear(c.hidden_size, self.num_action_tokens * self.action_vocab)
+        self.steps_head = nn.Linear(c.hidden_size, c.steps_to_go.num_bins)
+
+    def encoder_modules(self) -> list[nn.Module]:
+        return [self.convs, self.norms, self.films, self.keypoint_conv, self.spatial_softmax]
+
+    def fit_to_data(self, states: np.ndarray) -> None:
+        self.state_mean.copy_(torch.as_tensor(states.mean(0), dtype=torch.float32))
+        self.state_std.copy_(torch.as_tensor(np.maximum(states.std(0), 1e-6), dtype=torch.float32))
+
+    def featurizer(self) -> Any:
+        """Stage 1 pool rows: state + frames already reduced to ``image_size``."""
+        size = self.config.image_size
+
+        def featurize(episode: Any) -> dict[str, np.ndarray]:
+            if episode.images is None:
+                raise ValueError("conv_efm needs episodes with images (observation.image)")
+            frames = resize_frames(episode.images, size)
+            return {keys.OBS_STATE: episode.states, keys.OBS_IMAGE: frames}
+
+        return featurize
+
+    def prepare_observations(self, observations: Mapping[str, Any]) -> dict[str, Any]:
+        size = self.config.image_size
+        images = resize_frames(observations[keys.OBS_IMAGE], size)
+        prev = resize_frames(observations.get(keys.OBS_PREV_IMAGE, images), size)
+        if prev.shape != images.shape:
+            raise ValueError(f"previous frames {prev.shape} do not match frames {images.shape}")
+        n = len(images)
+        frames = torch.as_tensor(np.concatenate([images, prev], axis=-1), device=self.device)
+        state = observations.get(keys.OBS_STATE)
+        if state is None:
+            state = np.zeros((n, self.config.state_dim), dtype=np.float32)
+        texts = observations.get(keys.INSTRUCTION)
+        if self._text and texts is not None:
+            text = self._text[0](list(texts)).to(self.device)
+        else:
+            text = torch.zeros(n, TEXT_DIM, device=self.device)
+        return {
+            keys.OBS_IMAGE: frames,  # uint8 (B, H, W, 6): frame t then frame t-1
+            keys.OBS_STATE: torch.as_tensor(np.asarray(state), dtype=torch.float32,
+                                            device=self.device),
+            TEXT: text,
+        }
+
+    def _trunk(self, batch: Batch) -> torch.Tensor:
+        frames = batch[keys.OBS_IMAGE].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        b, _, h, w = frames.shape
+        ys = torch.linspace(-1.0, 1.0, h, device=frames.device).view(1, 1, h, 1).expand(b, 1, h, w)
+        xs = torch.linspace(-1.0, 1.0, w, device=frames.device).view(1, 1, 1, w).expand(b, 1, h, w)
+        x = torch.cat([frames, xs, ys], dim=1)
+        text = batch[TEXT]
+        for conv, norm, film in zip(self.convs, self.norms, self.films, strict=True):
+            gamma, beta = film(text).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+            x = F.relu(norm(conv(x)) * (1.0 + gamma) + beta)
+        keypoints = self.spatial_softmax(self.keypoint_conv(x))
+        state = (batch[keys.OBS_STATE] - self.state_mean) / self.state_std
+        features = torch.cat(
+            [keypoints, x.mean(dim=(2, 3)), self.state_proj(state), self.text_proj(text)], dim=1
+        )
+        return self.trunk(features)
+
+    def _action_logits(self, batch: Batch) -> torch.Tensor:
+        logits = self.action_head(self._trunk(batch))
+        return logits.view(-1, self.num_action_tokens, self.action_vocab)
+
+    def steps_to_go_logits(self, batch: Batch) -> torch.Tensor:
+        return self.steps_head(self._trunk(batch))
+
+    def stage2_parameters(self) -> list[nn.Parameter]:
+        """Trunk and heads; the conv tower stays as Stage 1 left it (Appendix A.3)."""
+        if not self.config.freeze_encoder_in_stage2:
+            return super().stage2_parameters()
+        frozen = {id(p) for m in self.encoder_modules() for p in m.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
