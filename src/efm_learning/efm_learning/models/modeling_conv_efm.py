@@ -56,7 +56,7 @@ class SpatialSoftmax(nn.Module):
         self.log_temperature = nn.Parameter(torch.zeros(()))
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = fmap.shape
+        h, w = fmap.shape[-2:]
         weights = F.softmax(fmap.flatten(2) / self.log_temperature.exp(), dim=-1)
         ys = torch.linspace(-1.0, 1.0, h, device=fmap.device)
         xs = torch.linspace(-1.0, 1.0, w, device=fmap.device)
