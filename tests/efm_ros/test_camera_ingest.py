@@ -417,3 +417,26 @@ def test_console_script_process_and_endpoint_qos(ros_context, ros_process):
         probe.destroy_node()
     assert proc.stop() == 0, proc.log_path.read_text()
     assert "Traceback" not in proc.log_path.read_text()
+
+
+def test_frames_wait_for_the_joint_state_with_their_stamp(graph):
+    """A driver publishes image t, then joint_states t (one stamp): the observation must
+    carry joints t, never the older joints t-1 still at hand when the image arrives."""
+    from sensor_msgs.msg import JointState
+
+    g = graph({"proprio.enabled": True, "proprio.names": ["j1"]})
+    old = JointState(name=["j1"], position=[1.0])
+    old.header.stamp = _stamp(1.0)
+    g.joints.publish(old)
+    assert g.spin(lambda: g.count("joint_states_in") == 1)
+    g.send("top", _frame((5, 5, 5), 1.1))  # image t arrives first ...
+    assert g.spin(lambda: g.count("sets_waiting_joint_states") == 1)
+    new = JointState(name=["j1"], position=[2.0])
+    new.header.stamp = _stamp(1.1)
+    g.joints.publish(new)  # ... then joints t with the same stamp
+    assert g.spin(lambda: len(g.observations) == 1)
+    np.testing.assert_array_equal(g.observations[0].proprioception, [2.0])
+    # no matching joint state at all: after sync.tolerance_s the nearest one is used
+    g.send("top", _frame((6, 6, 6), 1.2))
+    assert g.spin(lambda: len(g.observations) == 2)
+    np.testing.assert_array_equal(g.observations[1].proprioception, [2.0])

@@ -155,3 +155,47 @@ def test_parameter_validation(graph):
     result = robot.set_parameters([Parameter("sim.env", value="pointmass")])[0]
     assert not result.successful  # read-only
     assert robot.set_parameters([Parameter("control.rate_hz", value=10.0)])[0].successful
+
+
+def test_a_smaller_board_from_sim_blocks(graph):
+    """sim.blocks puts only the named blocks on the board; instructions naming others fail."""
+    robot, client, executor = graph(realtime=False, **{"sim.blocks": "red moon, blue cube"})
+    assert robot.env.unwrapped.blocks == ("red moon", "blue cube")
+    for seed in range(4):
+        assert _reset(client, executor, seed=seed, task_family="block2block").ok
+        task = robot.env.unwrapped.task
+        assert {task.block, task.target} == {"red moon", "blue cube"}
+    result = _reset(client, executor, instruction="push the green star to the red moon")
+    assert not result.ok and "not on this board" in result.message
+
+
+def test_lockstep_drops_commands_for_superseded_observations(graph):
+    """An action answering an older observation (e.g. an idle republication) must not be
+    applied in lockstep, or every later action would act on a stale observation."""
+    from sensor_msgs.msg import JointState
+
+    from efm_interfaces.msg import ActionCommand
+    from efm_ros.qos import RELIABLE, SENSOR
+
+    robot, client, executor = graph(realtime=False, **{"control.idle_publish_hz": 0.0})
+    joints = []
+    client.create_subscription(JointState, "joint_states", joints.append, SENSOR)
+    cmd_pub = client.create_publisher(ActionCommand, "action_command", RELIABLE)
+    assert spin_until(executor, lambda: cmd_pub.get_subscription_count() > 0)
+    assert _reset(client, executor).ok
+    assert spin_until(executor, lambda: joints)
+    first = joints[-1].header.stamp
+    robot.publish_state()  # a republication of the same scene, newer stamp
+    assert spin_until(executor, lambda: len(joints) >= 2)
+    newest = joints[-1].header.stamp
+    assert (newest.sec, newest.nanosec) != (first.sec, first.nanosec)
+
+    stale = ActionCommand(names=["dx", "dy"], chunk_length=1, values=[0.02, 0.0])
+    stale.header.stamp = first
+    cmd_pub.publish(stale)
+    assert spin_until(executor, lambda: robot.diag.counters["commands.superseded"] >= 1)
+    assert robot.diag.counters["steps"] == 0
+    fresh = ActionCommand(names=["dx", "dy"], chunk_length=1, values=[0.02, 0.0])
+    fresh.header.stamp = newest
+    cmd_pub.publish(fresh)
+    assert spin_until(executor, lambda: robot.diag.counters["steps"] == 1)

@@ -37,18 +37,13 @@ from efm_interfaces.msg import ActionCommand, LabelledEpisode, Observation, Step
 from efm_interfaces.srv import ResetStation, StepsToGo
 from efm_learning.returns import PAPER_GAMMA, discounted_returns
 from efm_learning.reward import rewards_from_steps_to_go
-from efm_ros.conversions import parse_episode_event
+from efm_ros.conversions import parse_episode_event, stamp_ns
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
 from efm_ros.spin import run_node
 
 Goal = RunEpisode.Goal
-
-
-def stamp_ns(msg) -> int:
-    """A message's header stamp in nanoseconds: the key pairing actions and observations."""
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
 @dataclass

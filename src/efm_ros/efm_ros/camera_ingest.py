@@ -16,7 +16,12 @@ Topics (relative to the station namespace):
 Frames are matched by header stamp (ApproximateTime-like): a set is published when every
 camera has a frame and all stamps lie within ``sync.tolerance_s``; frames left behind by a
 published set, or pushed out of the per-camera queue, are counted as dropped. The
-Observation's stamp is the newest frame's. Bad input is counted and logged, never raised.
+Observation's stamp is the newest frame's. Proprioception is the joint state nearest to
+that stamp: when none within ``sync.tolerance_s`` has arrived yet, the set waits up to
+``sync.tolerance_s`` (wall time) for one (a driver publishing its image and joint states
+with one stamp must never have frame t paired with joints t-1, or every action would
+answer a half-stale observation), then takes the nearest within ``proprio.max_age_s``
+(cameras and joints on separate clocks). Bad input is counted and logged, never raised.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from efm_ros.conversions import (
     msg_to_image,
     parse_episode_event,
 )
+from efm_ros.conversions import stamp_ns as _stamp_ns
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
@@ -193,10 +199,6 @@ def _check_image(msg: Image) -> tuple[str, str] | None:
             f"(need step >= {msg.width * channels} and step*height bytes)"
         )
     return None
-
-
-def _stamp_ns(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
 
 
 def _list_validator(name: str, length: int) -> Callable[[Any], str | None]:
@@ -362,7 +364,10 @@ class CameraIngestNode(Node):
         self.step = 0
         self.previous: dict[str, np.ndarray] | None = None
         self.last_published_ns: int | None = None
-        self.joints: tuple[int, np.ndarray] | None = None
+        self.joints: tuple[int, np.ndarray] | None = None  # newest joint state
+        self.joint_history: deque[tuple[int, np.ndarray]] = deque(maxlen=64)
+        self.waiting_set: tuple[int, list[Image | CompressedImage]] | None = None
+        self.wait_timer = None
 
         self.observation_pub = self.create_publisher(Observation, "observation", SENSOR)
         self.camera_subs = []
@@ -450,7 +455,10 @@ class CameraIngestNode(Node):
             )
             return
         self.joints = (stamp, values)
+        self.joint_history.append(self.joints)
         self.diag.count("joint_states_in")
+        if self.waiting_set is not None and stamp >= self.waiting_set[0] - self.tolerance_ns:
+            self.release_waiting_set()
         if self.layout == "proprio_only":
             observation = make_observation(
                 station=self.station,
@@ -480,11 +488,14 @@ class CameraIngestNode(Node):
         if event["event"] == "start":
             self.step = 0
             self.previous = None
+            self.waiting_set = None
             self.last_published_ns = None
             self.diag.count("episodes")
 
     # -- output ---------------------------------------------------------------------------
-    def publish_set(self, stamp_ns: int, frames: list[Image | CompressedImage]) -> None:
+    def publish_set(
+        self, stamp_ns: int, frames: list[Image | CompressedImage], wait: bool = True
+    ) -> None:
         """Decode, crop, resize/stack one synchronised set and publish its Observation."""
         if (
             self.max_rate_hz > 0
@@ -495,17 +506,10 @@ class CameraIngestNode(Node):
             return
         proprio: list[float] = []
         if self.proprio_enabled:
-            if self.joints is None:
-                self.diag.count("sets_waiting_joint_states")
+            joints = self.joints_for(stamp_ns, frames, wait)
+            if joints is None:
                 return
-            age_s = abs(stamp_ns - self.joints[0]) * 1e-9
-            if age_s > self.proprio_max_age_s:
-                self.diag.reject(
-                    "joint_state_stale",
-                    f"joint_states is {age_s:.3f} s from the frames (> proprio.max_age_s)",
-                )
-                return
-            proprio = self.joints[1].tolist()
+            proprio = joints.tolist()
         images: list[np.ndarray] = []
         for name, frame in zip(self.camera_names, frames, strict=True):
             try:
@@ -537,6 +541,48 @@ class CameraIngestNode(Node):
         self.previous = outputs
         self.step += 1
         self.last_published_ns = stamp_ns
+
+    def release_waiting_set(self) -> None:
+        """Publish the set that waited for its joint state (now here, or timed out)."""
+        if self.wait_timer is not None:
+            self.destroy_timer(self.wait_timer)
+            self.wait_timer = None
+        if self.waiting_set is not None:
+            waiting, self.waiting_set = self.waiting_set, None
+            self.publish_set(*waiting, wait=False)
+
+    @property
+    def tolerance_ns(self) -> int:
+        return int(self.tolerance_s * 1e9)
+
+    def joints_for(
+        self, stamp_ns: int, frames: list[Image | CompressedImage], wait: bool
+    ) -> np.ndarray | None:
+        """Joint positions for a frame set stamped ``stamp_ns``; None = not usable now
+        (with ``wait`` the set is kept until a joint state at its stamp arrives or
+        ``sync.tolerance_s`` passes)."""
+        fresh = self.joints is not None and self.joints[0] >= stamp_ns - self.tolerance_ns
+        if wait and not fresh:
+            if self.waiting_set is not None:
+                self.diag.count("sets_dropped_waiting_joint_states")
+            self.waiting_set = (stamp_ns, frames)
+            self.diag.count("sets_waiting_joint_states")
+            if self.wait_timer is None:
+                self.wait_timer = self.create_timer(
+                    max(self.tolerance_s, 1e-3), self.release_waiting_set
+                )
+            return None
+        if not self.joint_history:
+            return None
+        nearest_ns, values = min(self.joint_history, key=lambda j: abs(j[0] - stamp_ns))
+        age_s = abs(stamp_ns - nearest_ns) * 1e-9
+        if age_s > self.proprio_max_age_s:
+            self.diag.reject(
+                "joint_state_stale",
+                f"joint_states is {age_s:.3f} s from the frames (> proprio.max_age_s)",
+            )
+            return None
+        return values
 
     def layout_images(self, images: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Apply ``output.layout`` to decoded RGB frames (one per camera, in order)."""

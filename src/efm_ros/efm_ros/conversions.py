@@ -276,3 +276,9 @@ def parse_episode_event(text: str) -> dict[str, object]:
         if not checks[key](event[key]):
             raise ValueError(f"{kind} event: invalid {key} {event[key]!r}")
     return event
+
+
+def stamp_ns(msg) -> int:
+    """A message's header stamp in nanoseconds: the key pairing an action with the
+    observation it answers (ActionCommand.header.stamp = Observation.header.stamp)."""
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)

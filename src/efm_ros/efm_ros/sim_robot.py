@@ -11,7 +11,11 @@ Subscribes ``action_command`` (efm_interfaces/ActionCommand). Serves ``reset``
 ``control.realtime``: true runs a timer at ``control.rate_hz`` that applies the latest
 fresh command (holds when none arrived within ``control.command_timeout_s``), like a real
 driver; false steps the simulation once per received action as fast as the graph runs
-(experiments). Nothing downstream can tell the two apart except by timing.
+(experiments). Nothing downstream can tell the two apart except by timing. In lockstep a
+command stamped with an observation other than the newest published one (e.g. answering
+an idle republication that has since been superseded) is dropped and counted: applying it
+would leave every later action one observation behind. Unstamped commands (stamp 0,
+e.g. from a teleop tool) are applied as they come.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from std_msgs.msg import Bool, String
 
 from efm_interfaces.msg import ActionCommand
 from efm_interfaces.srv import ResetStation
-from efm_ros.conversions import image_to_msg
+from efm_ros.conversions import image_to_msg, stamp_ns
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.embodiments import get_embodiment
 from efm_ros.params import Parameters
@@ -134,6 +138,7 @@ class SimRobotNode(Node):
         self.obs, self.info = None, {}
         self.episode_done = True
         self.last_publish = 0.0
+        self.published_ns = 0  # stamp of the newest published observation
         if self.realtime:
             self.timer = self.create_timer(1.0 / self.rate_hz, self.on_tick)
         elif idle_hz > 0:
@@ -175,6 +180,10 @@ class SimRobotNode(Node):
             self.diag.reject("command", str(error))
             return
         self.diag.count("commands")
+        answered = stamp_ns(msg)
+        if not self.realtime and answered and answered != self.published_ns:
+            self.diag.count("commands.superseded")
+            return
         if msg.hold:
             self.pending.clear()
             self.diag.count("holds")
@@ -217,6 +226,7 @@ class SimRobotNode(Node):
             return
         self.last_publish = time.monotonic()
         stamp = self.get_clock().now().to_msg()
+        self.published_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
         if isinstance(self.obs, dict):
             for image_pub, info_pub in self.camera_pubs.values():
                 image = self.obs["image"]
