@@ -318,6 +318,7 @@ class ActorNode(Node):
         self.instruction_pub.publish(String(data=""))
         record = self._finish_record()
         episode = self._label(record, reason)
+        reason = episode.termination_reason  # a success found while labelling ends it earlier
         if episode.length:
             with self.lock:
                 self.unacked[episode.episode_id] = episode
@@ -417,7 +418,15 @@ class ActorNode(Node):
         return record
 
     def _label(self, record: EpisodeRecord, reason: int) -> LabelledEpisode:
-        """Steps-to-go for o_0..o_T, rewards and returns (Eq. 2, Algorithm 1)."""
+        """Steps-to-go for o_0..o_T, rewards and returns (Eq. 2, Algorithm 1).
+
+        The episode ends at the first observation (after ``success.min_steps`` actions)
+        where the detector fires, d <= s (Eq. 3, Algorithm 1). The continuous predictions
+        stop the robot early, but they are best effort: a reward model slower than the
+        control loop skips observations and can miss a brief d <= s. So the service's
+        labels of every observation decide, and the episode is cut where it should have
+        ended (the later steps are not learned from, as in the in-process loop).
+        """
         obs = record.commanded_observations()
         final = record.observation_after_last_command()
         if final is None and record.observations:
@@ -427,12 +436,21 @@ class ActorNode(Node):
         scored = [*obs, final]
         for o in scored:
             o.instruction = record.instruction
-        d = np.concatenate(
-            [
-                self._steps_to_go(scored[i : i + self.label_batch], record)
-                for i in range(0, len(scored), self.label_batch)
-            ]
-        )
+        labels = [
+            self._steps_to_go(scored[i : i + self.label_batch], record)
+            for i in range(0, len(scored), self.label_batch)
+        ]
+        d = np.concatenate([x[0] for x in labels])
+        fired = np.concatenate([x[1] for x in labels])
+        fired[: max(1, self.min_steps)] = False
+        if reason != Goal.TERMINATION_ABORTED and fired.any():
+            end = int(np.argmax(fired))
+            if end < len(obs) or reason != Goal.TERMINATION_SUCCESS:
+                if end < len(obs):
+                    self.diag.count("episodes.cut_at_labelled_success")
+                reason = Goal.TERMINATION_SUCCESS
+                obs, d = obs[:end], d[: end + 1]
+                record.commands = record.commands[:end]
         rewards = rewards_from_steps_to_go(d)
         returns = discounted_returns(rewards, self.gamma)
         tokens = [list(c.action_tokens) for c in record.commands]
@@ -461,8 +479,10 @@ class ActorNode(Node):
         episode.header.stamp = self.get_clock().now().to_msg()
         return episode
 
-    def _steps_to_go(self, observations: list[Observation], record: EpisodeRecord) -> np.ndarray:
-        """d for a batch, waiting and retrying while the service is unavailable."""
+    def _steps_to_go(
+        self, observations: list[Observation], record: EpisodeRecord
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(d, detector fired) for a batch, waiting and retrying while the service is down."""
         while rclpy.ok(context=self.context) and not self.shutting_down:
             try:
                 response = self.call(
@@ -478,7 +498,7 @@ class ActorNode(Node):
             d = np.array([p.expected_steps for p in response.predictions], dtype=np.float64)
             if d.shape != (len(observations),) or not np.all(np.isfinite(d)):
                 raise RuntimeError("steps_to_go returned a malformed labelling")
-            return d
+            return d, np.array([bool(p.success) for p in response.predictions])
         raise RuntimeError("shutting down before the episode was labelled")
 
     def call(self, client, request):

@@ -1,0 +1,82 @@
+"""The actor's labels decide where an episode ends (Algorithm 1): the first observation,
+after ``success.min_steps`` actions, where the detector fires, even when the best-effort
+continuous predictions missed it. Real rclpy nodes: an ActorNode and a StepsToGo server."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+D = [9.0, 6.0, 1.5, 5.0, 4.0, 3.5]  # d(o_0..o_5); the detector (s = 2) fires at o_2 only
+
+
+@pytest.fixture
+def labelled(ros_context):
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from tests_efm_ros_helpers import observation
+
+    from efm_interfaces.msg import ActionCommand, StepsToGoPrediction
+    from efm_interfaces.srv import StepsToGo
+    from efm_ros.actor_node import ActorNode, EpisodeRecord
+
+    def on_request(request, response):  # d = proprioception[0], success = d <= 2
+        d = [float(o.proprioception[0]) for o in request.observations]
+        response.ok = True
+        response.success_threshold = 2.0
+        response.predictions = [StepsToGoPrediction(expected_steps=x, success=x <= 2.0) for x in d]
+        return response
+
+    made = []
+
+    def label(min_steps: int, reason: int):
+        server = Node("labeller", context=ros_context, namespace="station_0")
+        server.create_service(StepsToGo, "steps_to_go", on_request)
+        actor = ActorNode(context=ros_context, namespace="station_0", parameter_overrides=[
+            Parameter("success.min_steps", value=min_steps)])
+        executor = MultiThreadedExecutor(context=ros_context)
+        for node in (server, actor):
+            executor.add_node(node)
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
+        made.append((executor, thread, server, actor))
+        record = EpisodeRecord(episode_id="station_0-test-1", instruction="push the red moon "
+                               "to the blue cube", started=0.0, start_ns=0)
+        for i, d in enumerate(D):
+            obs = observation([d, 0.0], step=i)
+            obs.header.stamp.sec = i + 1
+            record.add_observation(obs)
+            if i < len(D) - 1:
+                command = ActionCommand(action_tokens=[1, 2], values=[0.0, 0.0])
+                command.header.stamp = obs.header.stamp
+                assert record.add_command(command) == ""
+        return actor._label(record, reason), actor
+
+    yield label
+    for executor, thread, server, actor in made:
+        executor.shutdown()
+        thread.join(timeout=5)
+        server.destroy_node()
+        actor.destroy_node()
+
+
+def test_episode_is_cut_at_the_first_labelled_success(labelled):
+    from efm_ros.actor_node import Goal
+
+    episode, actor = labelled(min_steps=1, reason=Goal.TERMINATION_MAX_STEPS)
+    assert episode.length == 2 and len(episode.observations) == 2
+    assert list(episode.steps_to_go) == D[:3]
+    assert episode.success and episode.termination_reason == Goal.TERMINATION_SUCCESS
+    assert len(episode.rewards) == len(episode.returns) == 2
+    assert len(episode.action_tokens) == 2 * 2
+    assert actor.diag.counters["episodes.cut_at_labelled_success"] == 1
+
+
+def test_detector_is_ignored_before_min_steps(labelled):
+    from efm_ros.actor_node import Goal
+
+    episode, _ = labelled(min_steps=3, reason=Goal.TERMINATION_MAX_STEPS)
+    assert episode.length == 5 and not episode.success
+    assert episode.termination_reason == Goal.TERMINATION_MAX_STEPS
