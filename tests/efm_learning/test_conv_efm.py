@@ -12,6 +12,7 @@ from efm_learning.config import ConfigError
 from efm_learning.models import make_model
 from efm_learning.models.base import ACTION_TOKENS, STEPS_TO_GO_BIN
 from efm_learning.models.modeling_conv_efm import resize_frames
+from efm_learning.testing import random_image_observations
 
 CONFIG = {"type": "conv_efm", "image_size": 32, "channels": [8, 16, 16], "num_keypoints": 8,
           "hidden_size": 64, "steps_to_go": {"max_steps": 30, "num_bins": 31},
@@ -20,11 +21,7 @@ INSTRUCTIONS = ["push the red moon to the blue cube", "push the blue cube to the
 
 
 def _obs(n: int, size: int = 32, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    return {"observation.image": rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
-            "observation.previous_image": rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
-            "observation.state": rng.normal(size=(n, 2)).astype(np.float32),
-            "instruction": [INSTRUCTIONS[i % 2] for i in range(n)]}
+    return random_image_observations(n, INSTRUCTIONS, size=size, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from efm_learning.config import ExperimentConfig, from_dict
 from efm_learning.models import make_model
 from efm_learning.models.modeling_small_efm import FEATURES
 from efm_learning.sft import train_sft
+from efm_learning.testing import random_image_observations
 from efm_sim.dataset import Episode, episode_path, write_episode
 
 CONFIG = {"type": "small_efm", "state_dim": 2, "d_model": 64, "num_heads": 4, "num_layers": 1,
@@ -21,11 +22,7 @@ INSTRUCTIONS = ["push the red block left", "push the blue block up"]
 
 
 def _obs(n: int, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    return {"observation.image": rng.integers(0, 255, (n, 64, 64, 3), dtype=np.uint8),
-            "observation.previous_image": rng.integers(0, 255, (n, 64, 64, 3), dtype=np.uint8),
-            "observation.state": rng.normal(size=(n, 2)).astype(np.float32),
-            "instruction": [INSTRUCTIONS[i % 2] for i in range(n)]}
+    return random_image_observations(n, INSTRUCTIONS, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,19 @@ class DistanceStepsToGo(torch.nn.Module):
         return np.linalg.norm(state[:, 0:2] - state[:, 4:6], axis=1) / self.speed + self.offset
 
 
+def random_image_observations(
+    n: int, instructions: list[str], size: int = 64, seed: int = 0
+) -> dict[str, Any]:
+    """``n`` random camera observations (frame, previous frame, 2-d state, instruction)."""
+    rng = np.random.default_rng(seed)
+    return {
+        keys.OBS_IMAGE: rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
+        keys.OBS_PREV_IMAGE: rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
+        keys.OBS_STATE: rng.normal(size=(n, 2)).astype(np.float32),
+        keys.INSTRUCTION: [instructions[i % len(instructions)] for i in range(n)],
+    }
+
+
 def write_pointmass_dataset(root: Path, episodes: int, seed: int = 0) -> Path:
     """Write ``episodes`` PointMass waypoint demos as efm_sim episode files."""
     from efm_sim.dataset import episode_path, write_episode, write_meta
