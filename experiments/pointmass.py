@@ -26,7 +26,6 @@ work and are skipped on the next run; an interrupted Stage 2 seed resumes from i
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
@@ -37,10 +36,15 @@ import numpy as np
 from experiments import (
     TEST_SEED_BASE,
     Progress,
+    aggregate,
     finite_or_none,
+    held_out_tasks,
     load_experiment_config,
+    rollouts,
     setup_runtime,
     stage1_checkpoints,
+    stage2_seed_cached,
+    summarize_eval,
     write_json,
 )
 
@@ -94,30 +98,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-# -- ground-truth measurement (evaluation only) ---------------------------------------
-def rollouts(cfg: Any, policy: Any, seeds: Any, count: int, sample_seed: int) -> Any:
-    """``count`` policy episodes on the env seeds ``seeds``, ended by GT success.
-
-    The same runner as ``efm_learning.evaluation.Evaluator`` (``EnvActor`` with
-    ``end_on="ground_truth"``), on the tasks given here instead of the fixed model
-    selection tasks. Tasks that start inside the goal are skipped, as there.
-    """
-    from efm_learning.actor import EnvActor
-    from efm_learning.evaluation import summarize_ground_truth
-
-    imp = cfg.improve
-    actor = EnvActor(cfg.env, policy, None, success_threshold=0.0,
-                     max_episode_steps=imp.max_episode_steps,
-                     num_envs=min(50, max(1, count)), seed=sample_seed, greedy=False,
-                     end_on="ground_truth", env_kwargs=cfg.env_kwargs)
-    actor.set_seeds(iter(seeds))
-    return summarize_ground_truth(actor.run(num_episodes=count), imp.max_episode_steps)
-
-
-def held_out_tasks(count: int) -> list[int]:
-    return list(range(TEST_SEED_BASE, TEST_SEED_BASE + count))
-
-
 def demonstrator_episodes(seeds: list[int], straight: bool = False) -> dict[int, Any]:
     """The dataset's waypoint-PD demonstrator (or the straight PD) on exactly these tasks.
 
@@ -144,75 +124,7 @@ def summarize_demos(episodes: list[Any], max_steps: int) -> dict[str, float]:
     }
 
 
-def summarize_eval(result: Any) -> dict[str, float]:
-    return {
-        "success_rate": result.success_rate,
-        "mean_length": result.mean_length,
-        "mean_success_length": finite_or_none(result.mean_success_length),
-        "num_episodes": result.num_episodes,
-    }
-
-
 # -- the experiment ------------------------------------------------------------------
-def run_seed(cfg: Any, seed: int, policy_ckpt: Path, reward_ckpt: Path, tasks: list[int],
-             echo: Progress) -> dict[str, Any]:
-    """Stage 2 for one seed (resuming an interrupted run), then GT measurement."""
-    from efm_learning.checkpoint import load_checkpoint
-    from efm_learning.metrics import read_metrics
-    from efm_learning.self_improvement import self_improve
-
-    seed_cfg = copy.deepcopy(cfg)
-    seed_cfg.seed = seed
-    seed_cfg.improve.policy_checkpoint = str(policy_ckpt)
-    seed_cfg.improve.reward_checkpoint = str(reward_ckpt)
-    name = f"improve_seed{seed}"
-    imp = seed_cfg.improve
-    echo(f"[stage 2] seed {seed}: {imp.rounds} rounds of N={imp.updates_per_round} x "
-         f"B={imp.batch_size}, s={imp.success_threshold} -> {cfg.run_path / name}")
-    t = time.perf_counter()
-    result = self_improve(seed_cfg, resume=True, progress=True, out_name=name)
-    stage2_s = time.perf_counter() - t
-    history = read_metrics(result.directory)
-    last10 = [r for r in history if "detector/precision" in r][-10:]
-    out: dict[str, Any] = {
-        "seed": seed,
-        "directory": str(result.directory),
-        "rounds": imp.rounds,
-        "best_round": result.best_round,
-        "stage2_seconds": round(stage2_s, 1),
-        "env_steps": max((r.get("charts/env_steps", 0) for r in history), default=0),
-        "selection_eval_at_best": {k: v for k, v in result.best_eval.items()
-                                   if k.startswith("eval/")},
-        "detector_last10": {key: _mean([r.get(f"detector/{key}") for r in last10])
-                            for key in ("precision", "recall")},
-    }
-    for which in ("best", "last"):
-        model, meta = load_checkpoint(result.directory / which)
-        ev = rollouts(cfg, model, tasks, len(tasks), sample_seed=seed)
-        out[which] = {**summarize_eval(ev), "round": meta.get("round")}
-    echo(f"[stage 2] seed {seed}: best round {out['best_round']} -> test success "
-         f"{out['best']['success_rate']:.1%}, mean length {out['best']['mean_length']:.1f}; "
-         f"last round -> {out['last']['success_rate']:.1%}, {out['last']['mean_length']:.1f} "
-         f"({stage2_s:.0f} s)")
-    return out
-
-
-def _mean(values: list[Any]) -> float | None:
-    """Mean of the defined values (metrics.jsonl stores an undefined metric as null)."""
-    kept = [float(v) for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(kept)) if kept else None
-
-
-def aggregate(per_seed: list[dict[str, Any]], which: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in ("success_rate", "mean_length"):
-        values = np.array([r[which][key] for r in per_seed], dtype=float)
-        out[key] = {"mean": float(values.mean()), "std": float(values.std()),
-                    "min": float(values.min()), "max": float(values.max()),
-                    "per_seed": values.tolist()}
-    return out
-
-
 def trajectory_panels(cfg: Any, stage1: Any, stage2: dict[int, Any], count: int,
                       out: Path) -> Path:
     """Figure 4: the dataset demonstrator, Stage 1 and every Stage 2 seed on the same tasks."""
@@ -315,19 +227,9 @@ def main(argv: list[str] | None = None) -> int:
              f"{b['mean_length']:.1f} ({b['num_episodes']} tasks)")
 
     # 3. Stage 2, one run per seed (finished seeds are skipped) ---------------------------
-    per_seed = []
-    for seed in args.seeds:
-        done = out / "seeds" / f"seed{seed}.json"
-        if done.is_file():
-            record = json.loads(done.read_text())
-            if record.get("tasks") == n_test:
-                echo(f"[stage 2] seed {seed}: finished earlier ({done}), skipped")
-                per_seed.append(record)
-                continue
-        record = run_seed(cfg, seed, policy_ckpt, reward_ckpt, tasks, echo)
-        record["tasks"] = n_test
-        write_json(done, record)
-        per_seed.append(record)
+    per_seed = [stage2_seed_cached(cfg, seed, policy_ckpt, reward_ckpt, tasks, echo,
+                                   out / "seeds" / f"seed{seed}.json")
+                for seed in args.seeds]
 
     # 4. figures and results -----------------------------------------------------------
     from efm_learning.pipeline import seed_curves

@@ -12,6 +12,7 @@ from efm_learning.config import ConfigError
 from efm_learning.models import make_model
 from efm_learning.models.base import ACTION_TOKENS, STEPS_TO_GO_BIN
 from efm_learning.models.modeling_conv_efm import resize_frames
+from efm_learning.models.modeling_small_efm import TextEncoder
 from efm_learning.testing import random_image_observations
 
 CONFIG = {"type": "conv_efm", "image_size": 32, "channels": [8, 16, 16], "num_keypoints": 8,
@@ -50,6 +51,21 @@ def test_instruction_changes_the_outputs(model):
     a = model.steps_to_go_logits(model.prepare_observations(obs))
     b = model.steps_to_go_logits(model.prepare_observations({**obs, "instruction": ["dance"]}))
     assert not torch.allclose(a, b)
+
+
+def test_scratch_text_encoder_is_random_seeded_and_leaves_the_caller_rng_alone(model):
+    torch.manual_seed(3)
+    expected = torch.rand(1)
+    torch.manual_seed(3)
+    TextEncoder(pretrained=False)
+    assert torch.equal(torch.rand(1), expected)  # its random init did not consume our stream
+    scratch = make_model({**CONFIG, "pretrained": False})
+    pretrained_emb = model._text[0](INSTRUCTIONS)
+    scratch_emb = scratch._text[0](INSTRUCTIONS)
+    assert scratch_emb.shape == pretrained_emb.shape
+    assert not torch.allclose(scratch_emb, pretrained_emb, atol=1e-3)
+    again = make_model({**CONFIG, "pretrained": False})._text[0](INSTRUCTIONS)
+    assert torch.allclose(again, scratch_emb)
 
 
 def test_camera_frames_are_block_averaged_to_the_model_size(model):

@@ -58,3 +58,24 @@ def test_sft_improve_eval_end_to_end(pointmass_data, tmp_path):
               "--quiet")
     assert out.returncode == 0, out.stderr
     assert 0.0 <= json.loads(out.stdout)["eval/success_rate"] <= 1.0
+
+
+def test_generated_demos_match_the_configured_camera_families_and_blocks(tmp_path):
+    """Stage 1 data is written for the board the model will act on (config env_kwargs)."""
+    from efm_learning.config import load_config
+    from efm_learning.pipeline import ensure_dataset
+    from efm_sim.dataset import EpisodeDataset, read_episode
+
+    cfg = load_config(REPO / "config/pushtable.yaml",
+                      [f"data.dir={tmp_path / 'demos'}", "data.generate_episodes=2",
+                       "env_kwargs.task_families=[block2location]"])
+    assert ensure_dataset(cfg, echo=lambda _: None) == 2
+    episodes = [read_episode(p) for p in EpisodeDataset(tmp_path / "demos").paths]
+    for episode in episodes:
+        assert episode.images.shape[1:] == (64, 64, 3)
+        assert episode.task_family == "block2location"
+        named = [b for b in ("red moon", "blue cube", "green star", "yellow pentagon")
+                 if b in episode.instruction]
+        assert named, episode.instruction
+        for absent in ("red pentagon", "blue moon", "green cube", "yellow star"):
+            assert absent not in episode.instruction

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from efm_learning.checkpoint import load_checkpoint, load_trainer_state
-from efm_learning.config import ExperimentConfig, from_dict
+from efm_learning.config import ConfigError, DataConfig, ExperimentConfig, from_dict
 from efm_learning.data import (
     StreamingSampler,
     list_episode_files,
     split_train_val,
     state_featurizer,
+    train_subset,
 )
 from efm_learning.metrics import read_metrics
 from efm_learning.models.modeling_mlp import MLPEFM
@@ -44,6 +45,18 @@ def test_train_val_split_is_disjoint_and_seeded(pointmass_data):
     train, val = split_train_val(paths, 0.1, seed=0)
     assert len(val) == 12 and not set(train) & set(val) and len(train) + len(val) == 120
     assert split_train_val(paths, 0.1, seed=0) == (train, val)
+
+
+def test_train_subsets_are_seeded_fractions_of_the_training_split(pointmass_data):
+    train, _ = split_train_val(list_episode_files(pointmass_data), 0.1, seed=0)
+    tenth = train_subset(train, 0.1, seed=0)
+    assert len(tenth) == 11 and set(tenth) <= set(train)
+    assert train_subset(train, 0.1, seed=0) == tenth
+    assert train_subset(train, 0.1, seed=1) != tenth
+    assert train_subset(train, 1.0, seed=0) == train
+    assert len(train_subset(train, 0.001, seed=0)) == 1
+    with pytest.raises(ConfigError, match="train_fraction"):
+        DataConfig(train_fraction=0.0)
 
 
 def test_sft_keeps_separate_best_checkpoints_and_learns(pointmass_data, tmp_path):

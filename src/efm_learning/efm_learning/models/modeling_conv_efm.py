@@ -75,7 +75,7 @@ class ConvEFM(EFM):
     def __init__(self, config: ConvEFMConfig) -> None:
         super().__init__(config)
         c = config
-        self._text = [TextEncoder(pretrained=True)] if c.text_encoder == "minilm" else []
+        self._text = [TextEncoder(pretrained=c.pretrained)] if c.text_encoder == "minilm" else []
         self.register_buffer("state_mean", torch.zeros(c.state_dim))
         self.register_buffer("state_std", torch.ones(c.state_dim))
         convs, norms, films = [], [], []

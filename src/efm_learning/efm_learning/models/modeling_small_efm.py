@@ -68,9 +68,10 @@ class TextEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if pretrained:
             self.model = AutoModel.from_pretrained(path)
-        else:
-            torch.manual_seed(0)
-            self.model = AutoModel.from_config(AutoConfig.from_pretrained(path))
+        else:  # seeded, without touching the caller's random stream
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self.model = AutoModel.from_config(AutoConfig.from_pretrained(path))
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

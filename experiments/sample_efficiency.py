@@ -1,0 +1,224 @@
+"""Sample efficiency on PushTable Block2Block, paper Figure 5 (Section 4.1.1).
+
+    python -m experiments.sample_efficiency [--fractions 0.1 0.2 0.8]
+        [--stage2-fractions 0.1 0.2] [--seeds 0 1 2] [--test-tasks 200] [--quick]
+        [--out runs/experiments/sample_efficiency] [--config config/pushtable.yaml]
+
+The paper's claim: Stage 1 on 10% of the demonstrations plus a few % of extra practice
+episodes (Stage 2) beats Stage 1 on 80% of them. Here the "full" set is the training
+split of ``config/pushtable.yaml``'s 3,000 scripted demonstrations (2,700 after the 10%
+validation hold-out); ``data.train_fraction`` keeps a seeded subset of it.
+
+For every fraction f and seed k (``<out>/f<pct>_seed<k>``):
+
+1. Stage 1 (``train_sft``) on f of the training split with seed k (same steps and
+   batch for every fraction; ``best_bc`` / ``best_steps_to_go`` are chosen on the same
+   full validation split, so a small fraction is not judged on fewer episodes);
+2. ground-truth success of its policy on the held-out tasks (evaluation only);
+3. for f in ``--stage2-fractions``: Stage 2 (Algorithm 1) with seed k from those
+   checkpoints, its best round (chosen on separate selection tasks) and last round
+   measured on the same held-out tasks.
+
+Total episodes (the paper's x-axis) = demonstrations used + practice episodes collected
+up to the Stage 2 round that is reported. Resumable: each finished piece is a JSON file
+that is skipped next time; an interrupted Stage 1 / Stage 2 resumes from ``last/``.
+Writes ``results.json`` and ``sample_efficiency.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments import (
+    Progress,
+    evaluate_checkpoint,
+    held_out_tasks,
+    load_experiment_config,
+    setup_runtime,
+    stage1_checkpoints,
+    stage2_seed_cached,
+    write_json,
+)
+from experiments.pushtable_common import (
+    DEFAULT_CONFIG,
+    QUICK_TEST_TASKS,
+    data_dir,
+    mean_std,
+    overrides,
+    success_summary,
+)
+
+DEFAULT_OUT = "runs/experiments/sample_efficiency"
+DEFAULT_QUICK_OUT = "runs/experiments/sample_efficiency_quick"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.sample_efficiency",
+        description="Paper Figure 5 on PushTable Block2Block: Stage 1 on fractions of the "
+        "demonstrations, Stage 2 from the small ones, GT success against total episodes.",
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.8])
+    p.add_argument("--stage2-fractions", type=float, nargs="+", default=[0.1, 0.2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="seeds of the whole pipeline (Stage 1 subset and init, Stage 2)")
+    p.add_argument("--data-dir", default=None,
+                   help="demonstration directory (default: the config's data.dir)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--test-tasks", type=int, default=None,
+                   help=f"held-out evaluation tasks (default 200; {QUICK_TEST_TASKS} with "
+                   "--quick)")
+    p.add_argument("--quick", action="store_true", help="tiny configuration (smoke test)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def tag(fraction: float) -> str:
+    return f"f{round(fraction * 100):d}"
+
+
+def practice_episodes_to(directory: Path, round_index: int) -> int:
+    """Practice episodes collected in rounds 1..round_index of a Stage 2 run."""
+    from efm_learning.metrics import read_metrics
+
+    return int(sum(r["practice/episodes"] for r in read_metrics(directory)
+                   if "practice/episodes" in r and r["step"] <= round_index))
+
+
+def run_piece(args: argparse.Namespace, fraction: float, seed: int, out: Path,
+              tasks: list[int], echo: Progress) -> dict[str, Any]:
+    """Stage 1 on ``fraction`` with ``seed``, its GT success, and Stage 2 if asked."""
+    from efm_learning.data import list_episode_files, split_train_val, train_subset
+
+    root = out / f"{tag(fraction)}_seed{seed}"
+    cfg = load_experiment_config(args.config, [
+        *overrides(root, args.overrides, args.quick, data_dir(args, out)),
+        f"data.train_fraction={fraction}", f"seed={seed}"])
+    echo(f"[{root.name}] Stage 1 on {fraction:.0%} of the demonstrations, seed {seed}")
+    policy, reward, info = stage1_checkpoints(cfg, None, echo)
+    train, _ = split_train_val(list_episode_files(cfg.data.dir), cfg.data.val_fraction, seed)
+    demos = len(train_subset(train, fraction, seed))
+    stage1 = evaluate_checkpoint(cfg, policy, tasks, root / "stage1_eval.json", echo,
+                                 sample_seed=seed)
+    piece: dict[str, Any] = {"fraction": fraction, "seed": seed, "demos": demos,
+                             "full_training_split": len(train), "stage1": stage1,
+                             "stage1_val": info["val_at_best_steps_to_go"]}
+    if any(abs(fraction - f) < 1e-9 for f in args.stage2_fractions):
+        record = stage2_seed_cached(cfg, seed, policy, reward, tasks, echo,
+                                    root / "stage2.json", name="improve")
+        directory = Path(record["directory"])
+        for which in ("best", "last"):
+            rounds = record[which]["round"] or 0
+            record[which]["practice_episodes"] = practice_episodes_to(directory, rounds)
+            record[which]["total_episodes"] = demos + record[which]["practice_episodes"]
+        piece["stage2"] = record
+    return piece
+
+
+def figure(pieces: list[dict[str, Any]], out: Path) -> Path:
+    """GT success against total episodes (demonstrations + practice), Figure 5 style."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fractions = sorted({p["fraction"] for p in pieces})
+    xs, ys, es = [], [], []
+    for f in fractions:
+        group = [p for p in pieces if p["fraction"] == f]
+        x, _ = mean_std([p["demos"] for p in group])
+        y, e = mean_std([p["stage1"]["success_rate"] for p in group])
+        xs.append(x), ys.append(y), es.append(e)
+        ax.annotate(f"{f:.0%}", (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    ax.errorbar(xs, ys, yerr=es, marker="o", color="tab:blue", capsize=3,
+                label="Stage 1 (imitation only)")
+    for f, color in zip(sorted({p["fraction"] for p in pieces if "stage2" in p}),
+                        ("tab:orange", "tab:green", "tab:red", "tab:purple"), strict=False):
+        group = [p for p in pieces if p["fraction"] == f and "stage2" in p]
+        for which, style in (("best", "-"), ("last", ":")):
+            x0, _ = mean_std([p["demos"] for p in group])
+            y0, _ = mean_std([p["stage1"]["success_rate"] for p in group])
+            x1, _ = mean_std([p["stage2"][which]["total_episodes"] for p in group])
+            y1, e1 = mean_std([p["stage2"][which]["success_rate"] for p in group])
+            ax.plot([x0, x1], [y0, y1], style, color=color)
+            ax.errorbar([x1], [y1], yerr=[e1], marker="s" if which == "best" else "^",
+                        color=color, capsize=3,
+                        label=f"{f:.0%} + Stage 2 ({which} round)")
+    ax.set_xlabel("total episodes (demonstrations + Stage 2 practice)")
+    ax.set_ylabel("ground-truth success (held-out tasks)")
+    ax.set_title("PushTable Block2Block: sample efficiency (paper Figure 5)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_runtime()
+    echo = Progress("sample_efficiency")
+    out = Path(args.out or (DEFAULT_QUICK_OUT if args.quick else DEFAULT_OUT))
+    out.mkdir(parents=True, exist_ok=True)
+    bad = [f for f in args.fractions + args.stage2_fractions if not 0.0 < f <= 1.0]
+    if bad:
+        raise SystemExit(f"fractions must be in (0, 1], got {bad}")
+    missing = [f for f in args.stage2_fractions if f not in args.fractions]
+    if missing:
+        raise SystemExit(f"--stage2-fractions {missing} are not among --fractions")
+    n_test = args.test_tasks or (QUICK_TEST_TASKS if args.quick else 200)
+    tasks = held_out_tasks(n_test)
+    echo(f"fractions {args.fractions}, Stage 2 from {args.stage2_fractions}, seeds "
+         f"{args.seeds}, {n_test} held-out tasks -> {out}")
+
+    pieces = [run_piece(args, f, seed, out, tasks, echo)
+              for f in args.fractions for seed in args.seeds]
+
+    summary: dict[str, Any] = {}
+    for f in args.fractions:
+        group = [p for p in pieces if p["fraction"] == f]
+        entry: dict[str, Any] = {"demos": [p["demos"] for p in group],
+                                 "stage1": success_summary([p["stage1"] for p in group])}
+        if all("stage2" in p for p in group):
+            for which in ("best", "last"):
+                entry[f"stage2_{which}"] = {
+                    **success_summary([p["stage2"][which] for p in group]),
+                    "total_episodes": [p["stage2"][which]["total_episodes"] for p in group],
+                    "practice_episodes": [p["stage2"][which]["practice_episodes"]
+                                          for p in group],
+                }
+        summary[tag(f)] = entry
+        line = f"[report] {f:.0%}: Stage 1 {entry['stage1']['success_rate']['mean']:.1%}"
+        if "stage2_best" in entry:
+            line += (f" -> Stage 2 best {entry['stage2_best']['success_rate']['mean']:.1%}, "
+                     f"last {entry['stage2_last']['success_rate']['mean']:.1%}")
+        echo(line)
+    png = figure(pieces, out / "sample_efficiency.png")
+    results = {
+        "experiment": "sample_efficiency_figure5",
+        "config": args.config,
+        "quick": args.quick,
+        "fractions": args.fractions,
+        "stage2_fractions": args.stage2_fractions,
+        "seeds": args.seeds,
+        "test_tasks": {"count": n_test, "actions": "sampled", "success": "env ground truth"},
+        "summary": summary,
+        "pieces": pieces,
+        "figures": {"sample_efficiency": str(png)},
+        "wall_time_s_this_invocation": round(echo.elapsed, 1),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    write_json(out / "results.json", results)
+    echo(f"[report] {out / 'results.json'}, {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
