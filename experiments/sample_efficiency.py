@@ -1,7 +1,8 @@
 """Sample efficiency on PushTable Block2Block, paper Figure 5 (Section 4.1.1).
 
     python -m experiments.sample_efficiency [--fractions 0.1 0.2 0.8]
-        [--stage2-fractions 0.1 0.2] [--seeds 0 1 2] [--test-tasks 200] [--quick]
+        [--stage2-fractions 0.1 0.2] [--seeds 0 1 2] [--stage2-seeds K ...]
+        [--test-tasks 200] [--quick]
         [--out runs/experiments/sample_efficiency] [--config config/pushtable.yaml]
 
 The paper's claim: Stage 1 on 10% of the demonstrations plus a few % of extra practice
@@ -15,9 +16,9 @@ For every fraction f and seed k (``<out>/f<pct>_seed<k>``):
    batch for every fraction; ``best_bc`` / ``best_steps_to_go`` are chosen on the same
    full validation split, so a small fraction is not judged on fewer episodes);
 2. ground-truth success of its policy on the held-out tasks (evaluation only);
-3. for f in ``--stage2-fractions``: Stage 2 (Algorithm 1) with seed k from those
-   checkpoints, its best round (chosen on separate selection tasks) and last round
-   measured on the same held-out tasks.
+3. for f in ``--stage2-fractions``: Stage 2 (Algorithm 1) from those checkpoints, with
+   seed k (or with each of ``--stage2-seeds``), its best round (chosen on separate
+   selection tasks) and last round measured on the same held-out tasks.
 
 Total episodes (the paper's x-axis) = demonstrations used + practice episodes collected
 up to the Stage 2 round that is reported. Resumable: each finished piece is a JSON file
@@ -65,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.8])
     p.add_argument("--stage2-fractions", type=float, nargs="+", default=[0.1, 0.2])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                   help="seeds of the whole pipeline (Stage 1 subset and init, Stage 2)")
+                   help="Stage 1 seeds (training subset, initialisation, validation split)")
+    p.add_argument("--stage2-seeds", type=int, nargs="+", default=None,
+                   help="Stage 2 seeds run from every Stage 1 checkpoint (default: one run, "
+                   "with the Stage 1 seed)")
     p.add_argument("--data-dir", default=None,
                    help="demonstration directory (default: the config's data.dir)")
     p.add_argument("--out", default=None)
@@ -108,14 +112,18 @@ def run_piece(args: argparse.Namespace, fraction: float, seed: int, out: Path,
                              "full_training_split": len(train), "stage1": stage1,
                              "stage1_val": info["val_at_best_steps_to_go"]}
     if any(abs(fraction - f) < 1e-9 for f in args.stage2_fractions):
-        record = stage2_seed_cached(cfg, seed, policy, reward, tasks, echo,
-                                    root / "stage2.json", name="improve")
-        directory = Path(record["directory"])
-        for which in ("best", "last"):
-            rounds = record[which]["round"] or 0
-            record[which]["practice_episodes"] = practice_episodes_to(directory, rounds)
-            record[which]["total_episodes"] = demos + record[which]["practice_episodes"]
-        piece["stage2"] = record
+        runs = []
+        for s2 in args.stage2_seeds or [seed]:
+            record = stage2_seed_cached(cfg, s2, policy, reward, tasks, echo,
+                                        root / f"stage2_seed{s2}.json",
+                                        name=f"improve_seed{s2}")
+            directory = Path(record["directory"])
+            for which in ("best", "last"):
+                rounds = record[which]["round"] or 0
+                record[which]["practice_episodes"] = practice_episodes_to(directory, rounds)
+                record[which]["total_episodes"] = demos + record[which]["practice_episodes"]
+            runs.append(record)
+        piece["stage2"] = runs
     return piece
 
 
@@ -140,11 +148,12 @@ def figure(pieces: list[dict[str, Any]], out: Path) -> Path:
     for f, color in zip(sorted({p["fraction"] for p in pieces if "stage2" in p}),
                         ("tab:orange", "tab:green", "tab:red", "tab:purple"), strict=False):
         group = [p for p in pieces if p["fraction"] == f and "stage2" in p]
+        runs = [r for p in group for r in p["stage2"]]
         for which, style in (("best", "-"), ("last", ":")):
             x0, _ = mean_std([p["demos"] for p in group])
             y0, _ = mean_std([p["stage1"]["success_rate"] for p in group])
-            x1, _ = mean_std([p["stage2"][which]["total_episodes"] for p in group])
-            y1, e1 = mean_std([p["stage2"][which]["success_rate"] for p in group])
+            x1, _ = mean_std([r[which]["total_episodes"] for r in runs])
+            y1, e1 = mean_std([r[which]["success_rate"] for r in runs])
             ax.plot([x0, x1], [y0, y1], style, color=color)
             ax.errorbar([x1], [y1], yerr=[e1], marker="s" if which == "best" else "^",
                         color=color, capsize=3,
@@ -187,12 +196,14 @@ def main(argv: list[str] | None = None) -> int:
         entry: dict[str, Any] = {"demos": [p["demos"] for p in group],
                                  "stage1": success_summary([p["stage1"] for p in group])}
         if all("stage2" in p for p in group):
+            runs = [r for p in group for r in p["stage2"]]
             for which in ("best", "last"):
                 entry[f"stage2_{which}"] = {
-                    **success_summary([p["stage2"][which] for p in group]),
-                    "total_episodes": [p["stage2"][which]["total_episodes"] for p in group],
-                    "practice_episodes": [p["stage2"][which]["practice_episodes"]
-                                          for p in group],
+                    **success_summary([r[which] for r in runs]),
+                    "total_episodes": [r[which]["total_episodes"] for r in runs],
+                    "practice_episodes": [r[which]["practice_episodes"] for r in runs],
+                    "runs": [{"stage1_seed": p["seed"], "stage2_seed": r["seed"]}
+                             for p in group for r in p["stage2"]],
                 }
         summary[tag(f)] = entry
         line = f"[report] {f:.0%}: Stage 1 {entry['stage1']['success_rate']['mean']:.1%}"
@@ -208,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "fractions": args.fractions,
         "stage2_fractions": args.stage2_fractions,
         "seeds": args.seeds,
+        "stage2_seeds": args.stage2_seeds,
         "test_tasks": {"count": n_test, "actions": "sampled", "success": "env ground truth"},
         "summary": summary,
         "pieces": pieces,

@@ -129,7 +129,7 @@ def _assert_policy(record: dict, tasks: int) -> None:
 def test_sample_efficiency_quick_counts_demos_and_practice_and_resumes(tmp_path):
     out = tmp_path / "se"
     args = ("--quick", "--seeds", "0", "--fractions", "0.2", "1.0", "--stage2-fractions", "0.2",
-            "--out", str(out))
+            "--stage2-seeds", "0", "1", "--out", str(out))
     experiment("sample_efficiency", *args)
     results = json.loads((out / "results.json").read_text())
     small, full = results["summary"]["f20"], results["summary"]["f100"]
@@ -138,13 +138,15 @@ def test_sample_efficiency_quick_counts_demos_and_practice_and_resumes(tmp_path)
     assert "stage2_best" not in full
     for which in ("best", "last"):
         s2 = small[f"stage2_{which}"]
-        assert s2["total_episodes"] == [2 + s2["practice_episodes"][0]]
-    assert small["stage2_last"]["practice_episodes"][0] > 0  # 2 rounds of practice
+        assert s2["runs"] == [{"stage1_seed": 0, "stage2_seed": 0},
+                              {"stage1_seed": 0, "stage2_seed": 1}]
+        assert s2["total_episodes"] == [2 + n for n in s2["practice_episodes"]]
+    assert min(small["stage2_last"]["practice_episodes"]) > 0  # 2 rounds of practice
     for piece in results["pieces"]:
         _assert_policy(piece["stage1"], 4)
     assert_png(results["figures"]["sample_efficiency"])
     again = experiment("sample_efficiency", *args)
-    assert "finished earlier" in again.stdout and "SFT" in again.stdout
+    assert again.stdout.count("finished earlier") == 2 and "SFT" in again.stdout
     assert json.loads((out / "results.json").read_text())["summary"] == results["summary"]
 
 
