@@ -95,9 +95,9 @@ def practice_detector(directory: Path) -> dict[str, float | None]:
     return {
         "detector_ended_episodes": float(fired),
         "gt_success_at_end": float(true),
-        # gt_success_at_end counts step-limit episodes that end in success too, so this is
-        # an upper bound on the share of detector-ended episodes that really succeeded
-        "episode_precision_upper_bound": float(true / fired) if fired else None,
+        # detector-ended GT successes <= all GT successes, so this bounds the share of
+        # detector-ended episodes that really succeeded (vacuous when it reaches 1)
+        "episode_precision_upper_bound": min(1.0, float(true / fired)) if fired else None,
         "step_precision": mean_defined([r.get("detector/precision") for r in rounds]),
         "step_recall": mean_defined([r.get("detector/recall") for r in rounds]),
     }
