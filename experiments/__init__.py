@@ -87,13 +87,16 @@ def stage1_checkpoints(
     else:
         root = cfg.run_path / "sft"
         ensure_dataset(cfg, echo)
-        echo(f"[stage 1] SFT: {cfg.sft.steps} steps, batch {cfg.sft.batch_size} -> {root} "
-             "(resumes from last/ if present)")
-        t = time.perf_counter()
-        result = train_sft(cfg, resume=True, progress=True)
-        echo(f"[stage 1] done in {time.perf_counter() - t:.0f} s, best validation "
-             f"{ {k: round(v, 3) for k, v in result.best_val.items()} }")
         reused = False
+        if _finished_steps(root / "last") >= cfg.sft.steps:
+            echo(f"[stage 1] {root}: finished earlier ({cfg.sft.steps} steps), skipped")
+        else:
+            echo(f"[stage 1] SFT: {cfg.sft.steps} steps, batch {cfg.sft.batch_size} -> "
+                 f"{root} (resumes from last/ if present)")
+            t = time.perf_counter()
+            result = train_sft(cfg, resume=True, progress=True)
+            echo(f"[stage 1] done in {time.perf_counter() - t:.0f} s, best validation "
+                 f"{ {k: round(v, 3) for k, v in result.best_val.items()} }")
     policy, reward = root / BEST_BC, root / BEST_STEPS_TO_GO
     for path in (policy, reward):
         if not path.is_dir():
@@ -110,6 +113,15 @@ def stage1_checkpoints(
         "seed": (meta.get("config") or {}).get("seed"),
     }
     return policy, reward, info
+
+
+def _finished_steps(last: Path) -> int:
+    """Steps recorded in a Stage 1 ``last/`` checkpoint (0 when there is none)."""
+    from efm_learning.checkpoint import read_checkpoint_config
+
+    if not (last / "config.json").is_file():
+        return 0
+    return int(read_checkpoint_config(last).get("metadata", {}).get("step") or 0)
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -74,3 +74,28 @@ def test_demo_writes_its_own_deployment(tmp_path):
     assert node_params(params, "/station_1/steps_to_go")["model.checkpoint"] == str(ckpt["reward"])
     assert node_params(params, "/learner")["output_dir"] == str(tmp_path / "learner")
     assert len(practice_nodes(params, sim=True)) == 14
+
+
+def test_demo_report_names_the_measured_version_and_rates_per_version(tmp_path):
+    import json
+
+    from efm_ros.demo import report
+
+    def episode(i: int, version: int, success: bool) -> dict:
+        return {"episode_id": f"e{i}", "station": "station_0", "policy_version": version,
+                "length": 10, "success": success, "steps_to_go": [5.0, 2.0],
+                "instruction": "push the red moon to the blue cube"}
+
+    # weights v2 were the newest; a few episodes already ran with them before the stop
+    seen = {"episodes": [episode(0, 0, False), episode(1, 0, True), episode(2, 1, True),
+                         episode(3, 2, True), episode(3, 2, True)],  # a repeated message
+            "weights": [(1, "file://v1"), (2, "file://v2")]}
+    before = {"eval/success_rate": 0.5, "eval/mean_length": 9.0}
+    after = {"eval/success_rate": 0.75, "eval/mean_length": 7.0}
+    report(tmp_path, "pushtable", before, after, seen, 1.0, final=2)
+    text = (tmp_path / "report.md").read_text()
+    assert "after Stage 2 (v2)" in text and "+0.25" in text
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["policy_versions"] == [0, 1, 2] and results["episodes"] == 4
+    assert results["detector_success_by_version"] == [0.5, 1.0, 1.0]
+    assert (tmp_path / "learning_curve.png").is_file()

@@ -67,7 +67,8 @@ def test_pointmass_experiment_quick_writes_results_and_resumes(tmp_path):
     # resumable: a second run skips the measured Stage 1 and both finished seeds
     stamps = {p: p.stat().st_mtime_ns for p in (out / "seeds").glob("seed*.json")}
     again = experiment("pointmass", *args)
-    assert again.stdout.count("finished earlier") == 2, again.stdout
+    assert again.stdout.count("finished earlier") == 3, again.stdout  # Stage 1 + 2 seeds
+    assert "SFT:" not in again.stdout
     assert "already in" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
@@ -146,7 +147,7 @@ def test_sample_efficiency_quick_counts_demos_and_practice_and_resumes(tmp_path)
         _assert_policy(piece["stage1"], 4)
     assert_png(results["figures"]["sample_efficiency"])
     again = experiment("sample_efficiency", *args)
-    assert again.stdout.count("finished earlier") == 2 and "SFT" in again.stdout
+    assert again.stdout.count("finished earlier") == 4 and "SFT:" not in again.stdout
     assert json.loads((out / "results.json").read_text())["summary"] == results["summary"]
 
 

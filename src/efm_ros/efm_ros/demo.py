@@ -216,7 +216,10 @@ def summary(msg) -> dict:
     }
 
 
-def report(out: Path, title: str, before: dict, after: dict, seen: dict, minutes: float) -> None:
+def report(
+    out: Path, title: str, before: dict, after: dict, seen: dict, minutes: float, final: int
+) -> None:
+    """``final``: the policy version measured as "after" (the newest published weights)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,7 +235,7 @@ def report(out: Path, title: str, before: dict, after: dict, seen: dict, minutes
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     ax[0].plot(versions, rates, "o-", label="learned detector (practice episodes)")
-    gt_versions = [0, max(versions, default=0) + (1 if versions else 0)]
+    gt_versions = [0, final]
     ax[0].plot(
         gt_versions,
         [before["eval/success_rate"], after["eval/success_rate"]],
@@ -290,7 +293,7 @@ def report(out: Path, title: str, before: dict, after: dict, seen: dict, minutes
 | | ground-truth success | mean length |
 | --- | --- | --- |
 | Stage 1 policy (v0) | {before["eval/success_rate"]:.2f} | {before["eval/mean_length"]:.1f} |
-| after Stage 2 (v{max(versions, default=0) + 1 if versions else 0}) | \
+| after Stage 2 (v{final}) | \
 {after["eval/success_rate"]:.2f} | {after["eval/mean_length"]:.1f} |
 
 Change in ground-truth success: {gain:+.2f}. Practice: {len(results["policy_versions"])}
@@ -339,11 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     seen = practise(params, args.out, args.rounds, args.minutes)
     versions = sorted(seen["weights"])
     final = Path(versions[-1][1].removeprefix("file://")) if versions else ckpt["policy"]
+    final_version = int(versions[-1][0]) if versions else 0
     after = ground_truth(args.config, final, args.eval_episodes)
     cfg = yaml.safe_load(args.config.read_text())
     families = cfg.get("env_kwargs", {}).get("task_families", [])
     title = cfg["env"] + (f" ({', '.join(families)})" if families else "")
-    report(args.out, title, before, after, seen, (time.monotonic() - started) / 60)
+    report(args.out, title, before, after, seen, (time.monotonic() - started) / 60, final_version)
     log(f"done in {(time.monotonic() - started) / 60:.1f} min")
     return 0
 
