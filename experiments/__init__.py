@@ -272,12 +272,23 @@ def mean_defined(values: list[Any]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def aggregate(per_seed: list[dict[str, Any]], which: str) -> dict[str, Any]:
-    """Mean / std / min / max / per-seed of success and mean length over seeds."""
+def summarize_runs(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean / std / min / max / per-run GT success and mean length of evaluation records."""
     out: dict[str, Any] = {}
     for key in ("success_rate", "mean_length"):
-        values = np.array([r[which][key] for r in per_seed], dtype=float)
+        values = np.array([r[key] for r in records], dtype=float)
         out[key] = {"mean": float(values.mean()), "std": float(values.std()),
                     "min": float(values.min()), "max": float(values.max()),
                     "per_seed": values.tolist()}
+    return out
+
+
+def save_figure(fig: Any, out: Path, **savefig: Any) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, **savefig)
+    plt.close(fig)
     return out

@@ -30,51 +30,37 @@ from typing import Any
 import numpy as np
 
 from experiments import (
-    Progress,
     evaluate_checkpoint,
     held_out_tasks,
     load_experiment_config,
     rollouts,
-    setup_runtime,
+    save_figure,
     stage1_checkpoints,
     stage2_seed_cached,
+    summarize_runs,
     write_json,
 )
 from experiments.pushtable_common import (
-    DEFAULT_CONFIG,
-    QUICK_TEST_TASKS,
     data_dir,
+    experiment_parser,
     overrides,
-    success_summary,
+    start,
 )
 
-DEFAULT_OUT = "runs/experiments/bananatable"
-DEFAULT_QUICK_OUT = "runs/experiments/bananatable_quick"
 STAGE1_FAMILIES = "[block2block, block2location]"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.bananatable",
-        description="Paper Section 4.3.2: PushTable-only Stage 1, then Self-Improvement on "
-        "BananaTable with the PushTable reward model; GT success before and after.",
-    )
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--stage1", default=None, metavar="DIR",
-                   help="reuse a PushTable Stage 1 (best_bc / best_steps_to_go) instead of "
-                   "training it into <out>/sft")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Stage 2 seeds")
-    p.add_argument("--data-dir", default=None,
-                   help="PushTable demonstration directory for Stage 1 (default "
-                   "data/pushtable4_b2b_b2l_64; generated when empty)")
-    p.add_argument("--out", default=None)
-    p.add_argument("--test-tasks", type=int, default=None,
-                   help=f"held-out BananaTable tasks (default 200; {QUICK_TEST_TASKS} with "
-                   "--quick)")
+    p = experiment_parser(
+        "experiments.bananatable",
+        "Paper Section 4.3.2: PushTable-only Stage 1, then Self-Improvement on BananaTable "
+        "with the PushTable reward model; GT success before and after.",
+        data_help="PushTable demonstration directory for Stage 1 (default "
+        "data/pushtable4_b2b_b2l_64; generated when empty)",
+        stage1_help="reuse a PushTable Stage 1 (best_bc / best_steps_to_go) instead of "
+        "training it into <out>/sft")
     p.add_argument("--film-tasks", type=int, default=None,
                    help="tasks searched for the filmstrip episode (default 30; 2 with --quick)")
-    p.add_argument("--quick", action="store_true", help="tiny configuration (smoke test)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return p
 
 
@@ -123,10 +109,7 @@ def filmstrip(cfg: Any, before: Any, after: Any, tasks: list[int], out: Path,
            and pick not in ok["before"] else "the first task")
     fig.suptitle(f"BananaTable: \"{runs['after'][pick].instruction}\" (task seed {pick}; "
                  f"shown: {how} among {len(common)}, not a typical one)", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, out, bbox_inches="tight")
     info = {"task_seed": pick, "instruction": runs["after"][pick].instruction,
             "before_success": bool(pick in ok["before"]),
             "after_success": bool(pick in ok["after"])}
@@ -157,22 +140,14 @@ def summary_figure(results: dict[str, Any], out: Path) -> Path:
     ax.set_ylabel("GT success (held-out BananaTable tasks)")
     ax.set_title("BananaTable: Self-Improvement on a novel object (Sec. 4.3.2)", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    setup_runtime()
-    echo = Progress("bananatable")
-    out = Path(args.out or (DEFAULT_QUICK_OUT if args.quick else DEFAULT_OUT))
-    out.mkdir(parents=True, exist_ok=True)
-    n_test = args.test_tasks or (QUICK_TEST_TASKS if args.quick else 200)
+    echo, out, tasks = start(args, "bananatable")
+    n_test = len(tasks)
     n_film = args.film_tasks or (2 if args.quick else 30)
-    tasks = held_out_tasks(n_test)
     data = data_dir(args, out) or "data/pushtable4_b2b_b2l_64"
     push_cfg = load_experiment_config(args.config, [
         *overrides(out, args.overrides, args.quick, data),
@@ -191,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     per_seed = [stage2_seed_cached(cfg, seed, policy, reward, tasks, echo,
                                    out / "seeds" / f"seed{seed}.json")
                 for seed in args.seeds]
-    best = success_summary([r["best"] for r in per_seed])
-    last = success_summary([r["last"] for r in per_seed])
+    best = summarize_runs([r["best"] for r in per_seed])
+    last = summarize_runs([r["last"] for r in per_seed])
     echo(f"[report] BananaTable GT success: Stage 1 {before['success_rate']:.1%} -> Stage 2 "
          f"best {best['success_rate']['mean']:.1%}, last {last['success_rate']['mean']:.1%}")
     # the filmstrip's "after" is a Stage 2 policy (last round: a best round can be round 0,

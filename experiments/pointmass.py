@@ -36,15 +36,16 @@ import numpy as np
 from experiments import (
     TEST_SEED_BASE,
     Progress,
-    aggregate,
     finite_or_none,
     held_out_tasks,
     load_experiment_config,
     rollouts,
+    save_figure,
     setup_runtime,
     stage1_checkpoints,
     stage2_seed_cached,
     summarize_eval,
+    summarize_runs,
     write_json,
 )
 
@@ -166,11 +167,7 @@ def summary_figure(rows: list[tuple[str, float, float, float, float]], out: Path
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("PointMass, held-out tasks: dataset vs Stage 1 vs Stage 2")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     out / "trajectories.png"))
     figures["stage2_seeds"] = str(seed_curves({r["seed"]: Path(r["directory"])
                                                for r in per_seed}, out / "stage2_seeds.png"))
-    best, last = aggregate(per_seed, "best"), aggregate(per_seed, "last")
+    best = summarize_runs([r["best"] for r in per_seed])
+    last = summarize_runs([r["last"] for r in per_seed])
     rows = [(name, baselines[key]["success_rate"], np.nan, baselines[key]["mean_length"],
              np.nan)
             for name, key in [("dataset (demonstrator)", "dataset_demonstrator"),

@@ -39,50 +39,34 @@ from typing import Any
 import numpy as np
 
 from experiments import (
-    Progress,
     evaluate_checkpoint,
-    held_out_tasks,
     load_experiment_config,
     mean_defined,
-    setup_runtime,
+    save_figure,
     stage1_checkpoints,
     stage2_seed_cached,
+    summarize_runs,
     write_json,
 )
 from experiments.pushtable_common import (
-    DEFAULT_CONFIG,
-    QUICK_TEST_TASKS,
     data_dir,
+    experiment_parser,
     overrides,
-    success_summary,
+    start,
 )
 
-DEFAULT_OUT = "runs/experiments/pretraining"
-DEFAULT_QUICK_OUT = "runs/experiments/pretraining_quick"
 ARMS = ("pretrained", "scratch")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.pretraining",
-        description="Paper Figure 8 left on PushTable: Stage 2 with a reward model whose "
-        "language encoder is pretrained vs randomly initialised (same starting policy).",
-    )
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--stage1", default=None, metavar="DIR",
-                   help="reuse this pretrained-arm Stage 1 (best_bc / best_steps_to_go) "
-                   "instead of training it into <out>/pretrained/sft")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Stage 2 seeds")
-    p.add_argument("--data-dir", default=None,
-                   help="demonstration directory (default: the config's data.dir); must "
-                   "be the one the --stage1 checkpoints were trained on")
-    p.add_argument("--out", default=None)
-    p.add_argument("--test-tasks", type=int, default=None,
-                   help=f"held-out evaluation tasks (default 200; {QUICK_TEST_TASKS} with "
-                   "--quick)")
-    p.add_argument("--quick", action="store_true", help="tiny configuration (smoke test)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    return p
+    return experiment_parser(
+        "experiments.pretraining",
+        "Paper Figure 8 left on PushTable: Stage 2 with a reward model whose language "
+        "encoder is pretrained vs randomly initialised (same starting policy).",
+        data_help="demonstration directory (default: the config's data.dir); must be the "
+        "one the --stage1 checkpoints were trained on",
+        stage1_help="reuse this pretrained-arm Stage 1 (best_bc / best_steps_to_go) instead "
+        "of training it into <out>/pretrained/sft")
 
 
 def practice_detector(directory: Path) -> dict[str, float | None]:
@@ -143,21 +127,13 @@ def figure(results: dict[str, Any], out: Path) -> Path:
     right.grid(alpha=0.3)
     right.legend(fontsize=8)
     fig.suptitle("PushTable Block2Block: pretraining ablation (paper Figure 8 left)")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    setup_runtime()
-    echo = Progress("pretraining")
-    out = Path(args.out or (DEFAULT_QUICK_OUT if args.quick else DEFAULT_OUT))
-    out.mkdir(parents=True, exist_ok=True)
-    n_test = args.test_tasks or (QUICK_TEST_TASKS if args.quick else 200)
-    tasks = held_out_tasks(n_test)
+    echo, out, tasks = start(args, "pretraining")
+    n_test = len(tasks)
     echo(f"Stage 2 seeds {args.seeds}, {n_test} held-out tasks -> {out}")
 
     # 1. Stage 1 for each arm (the pretrained one may be reused) -------------------------
@@ -171,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{'pretrained' if arm == 'pretrained' else 'randomly initialised'}")
         stage1[arm] = stage1_checkpoints(cfgs[arm], reuse, echo)
     policy = stage1["pretrained"][0]
-    start = evaluate_checkpoint(cfgs["pretrained"], policy, tasks, out / "stage1_eval.json", echo)
+    before = evaluate_checkpoint(cfgs["pretrained"], policy, tasks, out / "stage1_eval.json",
+                                 echo)
 
     # 2. Stage 2 from the same policy with each arm's frozen reward model ----------------
     arms: dict[str, Any] = {}
@@ -185,13 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         arms[arm] = {
             "reward_checkpoint": str(reward),
             "reward_model_val": stage1[arm][2]["val_at_best_steps_to_go"],
-            "stage2_best": success_summary([r["best"] for r in per_seed]),
-            "stage2_last": success_summary([r["last"] for r in per_seed]),
+            "stage2_best": summarize_runs([r["best"] for r in per_seed]),
+            "stage2_last": summarize_runs([r["last"] for r in per_seed]),
             "practice_episode_precision_upper_bound": mean_defined(
                 [r["practice_detector"]["episode_precision_upper_bound"] for r in per_seed]),
             "per_seed": per_seed,
         }
-        echo(f"[report] {arm} reward model: Stage 1 {start['success_rate']:.1%} -> Stage 2 "
+        echo(f"[report] {arm} reward model: Stage 1 {before['success_rate']:.1%} -> Stage 2 "
              f"best {arms[arm]['stage2_best']['success_rate']['mean']:.1%}, last "
              f"{arms[arm]['stage2_last']['success_rate']['mean']:.1%}")
     results = {
@@ -200,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "seeds": args.seeds,
         "policy_checkpoint": str(policy),
-        "stage1_policy": start,
+        "stage1_policy": before,
         "test_tasks": {"count": n_test, "actions": "sampled", "success": "env ground truth"},
         "arms": arms,
         "wall_time_s_this_invocation": round(echo.elapsed, 1),

@@ -7,6 +7,7 @@ held-out tasks (``experiments.held_out_tasks``; evaluation only).
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +68,30 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std())
 
 
-def success_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean / std / per-seed GT success and mean length of evaluation records."""
-    out: dict[str, Any] = {}
-    for key in ("success_rate", "mean_length"):
-        values = [float(r[key]) for r in records]
-        mean, std = mean_std(values)
-        out[key] = {"mean": mean, "std": std, "per_seed": values}
-    return out
+def experiment_parser(prog: str, description: str, data_help: str,
+                      stage1_help: str | None = None) -> argparse.ArgumentParser:
+    """The options every PushTable experiment has (``--stage1`` where Stage 1 is reusable)."""
+    p = argparse.ArgumentParser(prog=f"python -m {prog}", description=description)
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    if stage1_help is not None:
+        p.add_argument("--stage1", default=None, metavar="DIR", help=stage1_help)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds")
+    p.add_argument("--data-dir", default=None, help=data_help)
+    p.add_argument("--out", default=None)
+    p.add_argument("--test-tasks", type=int, default=None,
+                   help=f"held-out evaluation tasks (default 200; {QUICK_TEST_TASKS} with "
+                   "--quick)")
+    p.add_argument("--quick", action="store_true", help="tiny configuration (smoke test)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def start(args: argparse.Namespace, name: str) -> tuple[Any, Path, list[int]]:
+    """``(progress printer, output folder, held-out tasks)`` of an experiment run."""
+    from experiments import Progress, held_out_tasks, setup_runtime
+
+    setup_runtime()
+    out = Path(args.out or f"runs/experiments/{name}{'_quick' if args.quick else ''}")
+    out.mkdir(parents=True, exist_ok=True)
+    n_test = args.test_tasks or (QUICK_TEST_TASKS if args.quick else 200)
+    return Progress(name), out, held_out_tasks(n_test)

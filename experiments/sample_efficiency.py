@@ -36,48 +36,33 @@ from typing import Any
 from experiments import (
     Progress,
     evaluate_checkpoint,
-    held_out_tasks,
     load_experiment_config,
-    setup_runtime,
+    save_figure,
     stage1_checkpoints,
     stage2_seed_cached,
+    summarize_runs,
     write_json,
 )
 from experiments.pushtable_common import (
-    DEFAULT_CONFIG,
-    QUICK_TEST_TASKS,
     data_dir,
+    experiment_parser,
     mean_std,
     overrides,
-    success_summary,
+    start,
 )
-
-DEFAULT_OUT = "runs/experiments/sample_efficiency"
-DEFAULT_QUICK_OUT = "runs/experiments/sample_efficiency_quick"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.sample_efficiency",
-        description="Paper Figure 5 on PushTable Block2Block: Stage 1 on fractions of the "
+    p = experiment_parser(
+        "experiments.sample_efficiency",
+        "Paper Figure 5 on PushTable Block2Block: Stage 1 on fractions of the "
         "demonstrations, Stage 2 from the small ones, GT success against total episodes.",
-    )
-    p.add_argument("--config", default=DEFAULT_CONFIG)
+        data_help="demonstration directory (default: the config's data.dir)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.8])
     p.add_argument("--stage2-fractions", type=float, nargs="+", default=[0.1, 0.2])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                   help="Stage 1 seeds (training subset, initialisation, validation split)")
     p.add_argument("--stage2-seeds", type=int, nargs="+", default=None,
                    help="Stage 2 seeds run from every Stage 1 checkpoint (default: one run, "
-                   "with the Stage 1 seed)")
-    p.add_argument("--data-dir", default=None,
-                   help="demonstration directory (default: the config's data.dir)")
-    p.add_argument("--out", default=None)
-    p.add_argument("--test-tasks", type=int, default=None,
-                   help=f"held-out evaluation tasks (default 200; {QUICK_TEST_TASKS} with "
-                   "--quick)")
-    p.add_argument("--quick", action="store_true", help="tiny configuration (smoke test)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+                   "with the Stage 1 seed, --seeds being the Stage 1 seeds)")
     return p
 
 
@@ -163,27 +148,19 @@ def figure(pieces: list[dict[str, Any]], out: Path) -> Path:
     ax.set_title("PushTable Block2Block: sample efficiency (paper Figure 5)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    setup_runtime()
-    echo = Progress("sample_efficiency")
-    out = Path(args.out or (DEFAULT_QUICK_OUT if args.quick else DEFAULT_OUT))
-    out.mkdir(parents=True, exist_ok=True)
     bad = [f for f in args.fractions + args.stage2_fractions if not 0.0 < f <= 1.0]
     if bad:
         raise SystemExit(f"fractions must be in (0, 1], got {bad}")
     missing = [f for f in args.stage2_fractions if f not in args.fractions]
     if missing:
         raise SystemExit(f"--stage2-fractions {missing} are not among --fractions")
-    n_test = args.test_tasks or (QUICK_TEST_TASKS if args.quick else 200)
-    tasks = held_out_tasks(n_test)
+    echo, out, tasks = start(args, "sample_efficiency")
+    n_test = len(tasks)
     echo(f"fractions {args.fractions}, Stage 2 from {args.stage2_fractions}, seeds "
          f"{args.seeds}, {n_test} held-out tasks -> {out}")
 
@@ -194,12 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     for f in args.fractions:
         group = [p for p in pieces if p["fraction"] == f]
         entry: dict[str, Any] = {"demos": [p["demos"] for p in group],
-                                 "stage1": success_summary([p["stage1"] for p in group])}
+                                 "stage1": summarize_runs([p["stage1"] for p in group])}
         if all("stage2" in p for p in group):
             runs = [r for p in group for r in p["stage2"]]
             for which in ("best", "last"):
                 entry[f"stage2_{which}"] = {
-                    **success_summary([r[which] for r in runs]),
+                    **summarize_runs([r[which] for r in runs]),
                     "total_episodes": [r[which]["total_episodes"] for r in runs],
                     "practice_episodes": [r[which]["practice_episodes"] for r in runs],
                     "runs": [{"stage1_seed": p["seed"], "stage2_seed": r["seed"]}
