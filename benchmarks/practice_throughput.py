@@ -74,6 +74,51 @@ def in_process(config: Path, stage1: Path, rounds: int) -> dict:
     return {"wall_s": wall, "episodes": episodes, "learn_s": learn_s}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def node_cpu(graph, since: dict[str, float] | None = None) -> dict[str, float]:
+    """CPU seconds per node (minus ``since``), stations summed by node name."""
+    out: dict[str, float] = {}
+    for name, proc in graph.procs.items():
+        used = cpu_seconds(proc.pid) - (since or {}).get(name, 0.0)
+        out[name] = used
+    return out
+
+
+def by_node_type(per_node: dict[str, float]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for name, used in per_node.items():
+        kind = name.rsplit("/", 1)[-1]
+        total[kind] = total.get(kind, 0.0) + used
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
+
+
+def with_overrides(params_file: Path, overrides: list[str], out: Path) -> Path:
+    """A copy of the deployment YAML with ``NODE_KEY:PARAM=VALUE`` overrides (YAML values)."""
+    import yaml
+
+    from efm_ros.node_set import dump_params, load_params
+
+    params = load_params(params_file)
+    for item in overrides:
+        key, _, value = item.partition("=")
+        node, _, name = key.partition(":")
+        if node not in params or not name or not _:
+            raise SystemExit(f"--node-param {item!r}: want NODE:PARAM=VALUE, NODE one of "
+                             f"{sorted(params)}")
+        params[node]["ros__parameters"][name] = yaml.safe_load(value)
+    path = out / "overridden.yaml"
+    path.write_text(dump_params(params))
+    return path
+
+
 def over_ros(params_file: Path, stage1: Path, rounds: int) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -122,10 +167,10 @@ def over_ros(params_file: Path, stage1: Path, rounds: int) -> dict:
     try:
         while not versions:
             ex.spin_once(timeout_sec=0.1)
-        start = time.monotonic()
+        start, cpu0 = time.monotonic(), node_cpu(graph)
         while max(v for v, _ in versions) < rounds:
             ex.spin_once(timeout_sec=0.1)
-        wall = time.monotonic() - start
+        wall, cpu = time.monotonic() - start, node_cpu(graph, cpu0)
         end = time.monotonic() + 2.0
         while time.monotonic() < end:
             ex.spin_once(timeout_sec=0.1)
@@ -140,6 +185,7 @@ def over_ros(params_file: Path, stage1: Path, rounds: int) -> dict:
         "episodes": len(ids),
         "learn_s": learning_ms["value"] / 1000,
         "per_station": {s: sum(1 for v in ids.values() if v == s) for s in stations},
+        "cpu_s_by_node": by_node_type(cpu),
     }
 
 
@@ -149,10 +195,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("config/pointmass_practice.yaml"))
     parser.add_argument("--stage1", type=Path, default=Path("runs/demo_pointmass/stage1/sft"))
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--node-param",
+        action="append",
+        default=[],
+        metavar="NODE:PARAM=VALUE",
+        help="override a deployment parameter, e.g. '/**/steps_to_go:predict.rate_hz=0'",
+    )
+    parser.add_argument("--skip-in-process", action="store_true")
     args = parser.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", "93")
-    ros = over_ros(args.params, args.stage1, args.rounds)
+    params = args.params
+    if args.node_param:
+        params = with_overrides(params, args.node_param, Path(tempfile.mkdtemp()))
+    ros = over_ros(params, args.stage1, args.rounds)
+    wall = ros["wall_s"]
+    print(f"CPU seconds per node type over the {wall:.0f} s measured ({2 * wall:.0f} core-s "
+          "on 2 cores):")
+    for kind, used in ros["cpu_s_by_node"].items():
+        print(f"  {kind:18s} {used:7.1f} s  {used / wall:5.0%} of a core")
+    if args.skip_in_process:
+        print(f"ROS only: {ros['episodes']} episodes in {wall:.0f} s, "
+              f"{3600 * ros['episodes'] / wall / 2:.0f} episodes/hour/station")
+        return
     local = in_process(args.config, args.stage1, args.rounds)
     rate = {k: 3600 * v["episodes"] / v["wall_s"] / 2 for k, v in (("ros", ros), ("local", local))}
     print(

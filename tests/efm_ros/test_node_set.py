@@ -90,12 +90,15 @@ def test_demo_report_names_the_measured_version_and_rates_per_version(tmp_path):
     seen = {"episodes": [episode(0, 0, False), episode(1, 0, True), episode(2, 1, True),
                          episode(3, 2, True), episode(3, 2, True)],  # a repeated message
             "weights": [(1, "file://v1"), (2, "file://v2")]}
-    before = {"eval/success_rate": 0.5, "eval/mean_length": 9.0}
-    after = {"eval/success_rate": 0.75, "eval/mean_length": 7.0}
+    before = {"eval/success_rate": 0.5, "eval/mean_length": 9.0, "num_episodes": 100}
+    after = {"eval/success_rate": 0.75, "eval/mean_length": 7.0, "num_episodes": 100}
     report(tmp_path, "pushtable", before, after, seen, 1.0, final=2)
     text = (tmp_path / "report.md").read_text()
-    assert "after Stage 2 (v2)" in text and "+0.25" in text
+    assert "after Stage 2 (v2)" in text and "+0.250" in text
+    # 50/100 -> 75/100: z = 0.25 / sqrt(0.625 * 0.375 * 0.02) = 3.65, p = 0.0003
+    assert "p = 0.000" in text and "100 and 100 fixed tasks" in text
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["policy_versions"] == [0, 1, 2] and results["episodes"] == 4
     assert results["detector_success_by_version"] == [0.5, 1.0, 1.0]
+    assert results["ground_truth_change"]["p_value"] < 0.001
     assert (tmp_path / "learning_curve.png").is_file()

@@ -49,7 +49,6 @@ def _logs(graph) -> str:
 
 @pytest.mark.slow
 def test_full_round_two_stations(ros_context, graph_factory, tiny_checkpoint, tmp_path):
-    from efm_ros.bag_io import read_custom_data  # noqa: F401  (bag helpers import cleanly)
 
     params = practice_yaml(
         tmp_path / "practice.yaml",
@@ -92,6 +91,8 @@ def test_full_round_two_stations(ros_context, graph_factory, tiny_checkpoint, tm
     bad = {name: code for name, code in codes.items() if code != 0}
     assert not bad, (bad, _logs(graph))
 
+    from efm_ros.bag_io import read_custom_data
+
     run = tmp_path / "run"
     # every episode the learner used was received once: ids unique, all acknowledged
     ids = (run / "learner" / "seen_episode_ids.txt").read_text().split()
@@ -107,15 +108,19 @@ def test_full_round_two_stations(ros_context, graph_factory, tiny_checkpoint, tm
 
     bags = sorted(p for p in (run / "bags").glob("station_*/*") if p.is_dir())
     assert {b.parent.name for b in bags} == {"station_0", "station_1"}
-    complete = 0
+    complete = limited = 0
     for bag in bags:
         with AnyReader([bag]) as reader:
             topics = {c.topic for c in reader.connections}
             assert "/station_0/observation" in topics or "/station_1/observation" in topics
         mcaps = list(bag.glob("*.mcap"))
         assert mcaps and sum(1 for _ in read_ros2_messages(str(mcaps[0]))) > 0
+        episode = json.loads(read_custom_data(bag).get("efm.episode") or "{}")
+        if episode.get("length") is not None:  # a finished episode: the step limit bounds
+            assert episode["length"] <= 6, episode  # it (actions past it are not part of it)
+            limited += 1
         complete += 1
-    assert complete >= 2
+    assert complete >= 2 and limited >= 1
 
 
 @pytest.mark.slow

@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         ev = Evaluator(cfg.env, policy, cfg.improve.max_episode_steps, args.episodes,
                        greedy=args.greedy, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
         result = ev.evaluate(policy=policy)
-        print(json.dumps({"checkpoint": args.checkpoint, **result.as_metrics()}, indent=2))
+        print(json.dumps({"checkpoint": args.checkpoint, "num_episodes": result.num_episodes,
+                          **result.as_metrics()}, indent=2))
     elif args.command == "demo":
         from efm_learning.pipeline import run_pipeline
 

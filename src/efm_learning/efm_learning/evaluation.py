@@ -8,6 +8,7 @@ counted as the step limit, plus the mean length of successful episodes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,24 @@ def summarize_ground_truth(episodes: list[PracticeEpisode], max_steps: int) -> E
         num_episodes=len(episodes),
         episodes=episodes,
     )
+
+
+def success_change(before: float, after: float, n_before: int, n_after: int) -> dict:
+    """Is ``after`` a real change over ``before``? Two success rates on ``n`` tasks each:
+    the difference, its 95% interval (normal approximation, unpooled) and the two-sided
+    p-value of the pooled two-proportion z-test. Tasks are the same fixed seeds for both,
+    so this unpaired test is conservative."""
+    if n_before < 1 or n_after < 1:
+        raise ValueError("both evaluations need at least one task")
+    for rate in (before, after):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"success rate {rate} is not in [0, 1]")
+    diff = after - before
+    se = math.sqrt(before * (1 - before) / n_before + after * (1 - after) / n_after)
+    pooled = (before * n_before + after * n_after) / (n_before + n_after)
+    se0 = math.sqrt(pooled * (1 - pooled) * (1 / n_before + 1 / n_after))
+    p = 1.0 if se0 == 0 else math.erfc(abs(diff) / se0 / math.sqrt(2))
+    return {"difference": diff, "ci95": (diff - 1.96 * se, diff + 1.96 * se), "p_value": p}
 
 
 class Evaluator:

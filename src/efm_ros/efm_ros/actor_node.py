@@ -316,7 +316,7 @@ class ActorNode(Node):
         self.instruction_pub.publish(String(data=reset.instruction))
         reason = self._wait_for_end(handle, max_steps)
         self.instruction_pub.publish(String(data=""))
-        record = self._finish_record()
+        record = self._finish_record(max_steps)
         episode = self._label(record, reason)
         reason = episode.termination_reason  # a success found while labelling ends it earlier
         if episode.length:
@@ -400,11 +400,17 @@ class ActorNode(Node):
                     handle.publish_feedback(feedback)
                 self.changed.wait(timeout=0.1)
 
-    def _finish_record(self) -> EpisodeRecord:
-        """Stop recording once the observation after the last action has arrived."""
+    def _finish_record(self, max_steps: int) -> EpisodeRecord:
+        """Stop recording once the observation after the last action has arrived.
+
+        Actions the policy sent past the step limit (it acts until the instruction is
+        cleared) are not part of the episode: an episode has at most ``max_steps``."""
         deadline = time.monotonic() + self.final_wait
         with self.changed:
             record = self.record
+            if len(record.commands) > max_steps:
+                del record.commands[max_steps:]
+                self.diag.count("episodes.actions_past_step_limit")
             while record.observation_after_last_command() is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

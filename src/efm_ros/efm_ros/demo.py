@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from efm_learning.config import load_config
+from efm_learning.evaluation import success_change
 from efm_learning.pipeline import ensure_dataset
 from efm_ros.bringup import Graph
 from efm_ros.node_set import dump_params, load_params, practice_nodes
@@ -286,8 +287,15 @@ def report(
         "bags": len(bags),
         "practice_minutes": minutes,
     }
+    change = success_change(
+        before["eval/success_rate"],
+        after["eval/success_rate"],
+        int(before["num_episodes"]),
+        int(after["num_episodes"]),
+    )
+    results["ground_truth_change"] = change
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    gain = after["eval/success_rate"] - before["eval/success_rate"]
+    low, high = change["ci95"]
     (out / "report.md").write_text(f"""# efm demo: {title} practice over ROS 2
 
 | | ground-truth success | mean length |
@@ -296,7 +304,10 @@ def report(
 | after Stage 2 (v{final}) | \
 {after["eval/success_rate"]:.2f} | {after["eval/mean_length"]:.1f} |
 
-Change in ground-truth success: {gain:+.2f}. Practice: {len(results["policy_versions"])}
+Change in ground-truth success: **{change["difference"]:+.3f}** (95% interval
+{low:+.3f} to {high:+.3f}; two-sided p = {change["p_value"]:.3f}, two-proportion z-test on
+{int(before["num_episodes"])} and {int(after["num_episodes"])} fixed tasks).
+Practice: {len(results["policy_versions"])}
 policy versions, {results["episodes"]} labelled episodes from 2 stations, {len(bags)} bags
 (bags.txt). Ground truth comes from the simulator and is used for this table only; the
 learner saw only the frozen Stage 1 model's rewards and success detector.
@@ -325,9 +336,17 @@ def main(argv: list[str] | None = None) -> int:
         help="deployment parameter YAML (stations, nodes)",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
-    parser.add_argument("--rounds", type=int, default=6, help="learning rounds to run")
-    parser.add_argument("--minutes", type=float, default=18.0, help="practice time limit")
-    parser.add_argument("--eval-episodes", type=int, default=50)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=15,
+        help="learning rounds to run: the practice budget (paper Section 6: stop before "
+        "the policy over-optimises the learned reward)",
+    )
+    parser.add_argument("--minutes", type=float, default=20.0, help="practice time limit")
+    parser.add_argument(
+        "--eval-episodes", type=int, default=500, help="ground-truth tasks per evaluation"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     args.out.mkdir(parents=True, exist_ok=True)
