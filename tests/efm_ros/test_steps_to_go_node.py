@@ -148,3 +148,31 @@ def test_checkpoint_with_wrong_sha_is_refused(ros_context, tiny_checkpoint):
                 Parameter("model.checkpoint", value=str(tiny_checkpoint)),
             ],
         )
+
+
+def test_inference_threads_are_a_declared_parameter(ros_context, tiny_checkpoint):
+    """One torch thread per model node unless compute.torch_threads says otherwise (more
+    threads than free cores only spin: docs/ROS.md), and a bad value is refused."""
+    import torch
+    from rclpy.parameter import Parameter
+
+    from efm_ros.model_host import set_torch_threads
+    from efm_ros.steps_to_go_node import StepsToGoNode
+
+    before = torch.get_num_threads()
+    try:
+        for threads in (2, 1):
+            node = StepsToGoNode(
+                context=ros_context,
+                parameter_overrides=[
+                    Parameter("model.checkpoint", value=str(tiny_checkpoint)),
+                    *([Parameter("compute.torch_threads", value=threads)] if threads > 1 else []),
+                ],
+            )
+            assert node.get_parameter("compute.torch_threads").value == threads
+            assert torch.get_num_threads() == threads
+            node.destroy_node()
+        with pytest.raises(ValueError):
+            set_torch_threads(0)
+    finally:
+        torch.set_num_threads(before)

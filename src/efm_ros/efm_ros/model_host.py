@@ -42,6 +42,16 @@ class LoadedModel:
     metadata: dict[str, Any]
 
 
+def set_torch_threads(threads: int) -> None:
+    """CPU threads for inference. One per node by default: a robot computer runs several
+    model nodes at once, and more intra-op threads than free cores only spin (docs/ROS.md)."""
+    import torch
+
+    if threads < 1:
+        raise ValueError(f"compute.torch_threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def load_verified(uri: str, version: int = 0, expected_sha256: str = "") -> LoadedModel:
     """Verify and load a checkpoint; refuse it if ``expected_sha256`` is given and differs."""
     path = checkpoint_path(uri)

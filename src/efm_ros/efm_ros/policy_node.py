@@ -31,7 +31,13 @@ from efm_interfaces.srv import GetAction
 from efm_ros.conversions import observation_arrays
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.embodiments import EMBODIMENTS, get_embodiment
-from efm_ros.model_host import LoadedModel, ModelHost, load_verified, model_input
+from efm_ros.model_host import (
+    LoadedModel,
+    ModelHost,
+    load_verified,
+    model_input,
+    set_torch_threads,
+)
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
 from efm_ros.safety import SafetyLimits, Watchdog
@@ -64,6 +70,16 @@ class PolicyNode(Node):
             "",
             "Policy checkpoint directory (local, remote_server).",
             read_only=True,
+        )
+        set_torch_threads(
+            p.declare(
+                "compute.torch_threads",
+                1,
+                "CPU threads for inference (torch intra-op).",
+                read_only=True,
+                min_value=1,
+                max_value=64,
+            )
         )
         sha = p.declare("model.sha256", "", "Expected sha256 of model.safetensors.", read_only=True)
         version = p.declare(
