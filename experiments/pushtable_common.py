@@ -1,7 +1,7 @@
 """What the PushTable experiments (sample efficiency, pretraining, BananaTable) share.
 
 All three start from ``config/pushtable.yaml`` (conv_efm, 4 blocks, 64-px camera; the
-Stage 1 that ``make demo-pushtable`` trains) and measure ground-truth success on the same
+Stage 1 that ``make demo`` trains) and measure ground-truth success on the same
 held-out tasks (``experiments.held_out_tasks``; evaluation only).
 """
 
