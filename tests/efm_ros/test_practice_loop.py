@@ -48,7 +48,13 @@ def _logs(graph) -> str:
 
 
 @pytest.mark.slow
-def test_full_round_two_stations(ros_context, graph_factory, tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("executor", ["single", "events"])
+def test_full_round_two_stations(
+    ros_context, graph_factory, tiny_checkpoint, tmp_path, monkeypatch, executor
+):
+    """The whole round, with the default executors and with EFM_EXECUTOR=events (the
+    single-threaded nodes on rclpy's EventsExecutor, docs/ROS.md)."""
+    monkeypatch.setenv("EFM_EXECUTOR", executor)
 
     params = practice_yaml(
         tmp_path / "practice.yaml",
@@ -67,10 +73,10 @@ def test_full_round_two_stations(ros_context, graph_factory, tiny_checkpoint, tm
             timeout=120,
         )
         assert ok, _logs(graph)
-        # both stations hot-swap to version 1
+        # both stations hot-swap to version 1 (or later: tiny rounds can follow fast)
         assert spin_until(
             executor,
-            lambda: all(seen["versions"].get(s) == 1 for s in ("station_0", "station_1")),
+            lambda: all(seen["versions"].get(s, 0) >= 1 for s in ("station_0", "station_1")),
             timeout=30,
         ), (seen["versions"], _logs(graph))
         # both stations have had an episode received and acknowledged by the learner
@@ -81,7 +87,7 @@ def test_full_round_two_stations(ros_context, graph_factory, tiny_checkpoint, tm
         ), (seen["acks"], _logs(graph))
         assert spin_until(
             executor,
-            lambda: any(s.policy_version == 1 and s.episodes_total >= 2 for s in seen["status"]),
+            lambda: any(s.policy_version >= 1 and s.episodes_total >= 2 for s in seen["status"]),
             timeout=30,
         ), _logs(graph)
     finally:

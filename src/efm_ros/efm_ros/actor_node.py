@@ -408,15 +408,16 @@ class ActorNode(Node):
         deadline = time.monotonic() + self.final_wait
         with self.changed:
             record = self.record
-            if len(record.commands) > max_steps:
-                del record.commands[max_steps:]
-                self.diag.count("episodes.actions_past_step_limit")
             while record.observation_after_last_command() is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self.changed.wait(timeout=remaining)
-            self.record = None
+            self.record = None  # no more actions are added (they arrive while waiting)
+        if len(record.commands) > max_steps:
+            # the observation after action max_steps is the one action max_steps+1 answered
+            del record.commands[max_steps:]
+            self.diag.count("episodes.actions_past_step_limit")
         if record.commands and record.observation_after_last_command() is None:
             # No fresh observation came: the last action's outcome is unknown, drop it.
             record.commands.pop()
@@ -514,9 +515,13 @@ class ActorNode(Node):
         done = threading.Event()
         future = client.call_async(request)
         future.add_done_callback(lambda _: done.set())
-        if not done.wait(self.call_timeout):
-            client.remove_pending_request(future)
-            raise TimeoutError(f"service {client.srv_name} did not answer")
+        deadline = time.monotonic() + self.call_timeout
+        while not done.wait(0.1):  # in slices: a shutdown must not wait for the timeout
+            if self.shutting_down or time.monotonic() > deadline:
+                client.remove_pending_request(future)
+                if self.shutting_down:
+                    raise RuntimeError(f"shutting down while calling {client.srv_name}")
+                raise TimeoutError(f"service {client.srv_name} did not answer")
         return future.result()
 
 

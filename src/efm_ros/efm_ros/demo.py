@@ -300,9 +300,9 @@ def report(
 
 | | ground-truth success | mean length |
 | --- | --- | --- |
-| Stage 1 policy (v0) | {before["eval/success_rate"]:.2f} | {before["eval/mean_length"]:.1f} |
+| Stage 1 policy (v0) | {before["eval/success_rate"]:.3f} | {before["eval/mean_length"]:.1f} |
 | after Stage 2 (v{final}) | \
-{after["eval/success_rate"]:.2f} | {after["eval/mean_length"]:.1f} |
+{after["eval/success_rate"]:.3f} | {after["eval/mean_length"]:.1f} |
 
 Change in ground-truth success: **{change["difference"]:+.3f}** (95% interval
 {low:+.3f} to {high:+.3f}; two-sided p = {change["p_value"]:.3f}, two-proportion z-test on

@@ -240,16 +240,20 @@ class EpisodeRecorderNode(Node):
             self.recorded_pub.publish(String(data=json.dumps(summary)))
         return summary
 
-    def destroy_node(self) -> None:
-        """Close the open bag (readable, marked incomplete) before the node goes."""
+    def close_on_shutdown(self) -> None:
+        """Close the open bag (readable, marked incomplete); a no-op when none is open."""
         if self.episode is not None:
             self.episode.metadata.setdefault("reason", "recorder shut down")
             self.close_episode()
+
+    def destroy_node(self) -> None:
+        self.close_on_shutdown()
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(EpisodeRecorderNode, args)
+    # bags are closed before the rmw teardown (efm_ros.spin.run_node's on_shutdown)
+    run_node(EpisodeRecorderNode, args, on_shutdown=EpisodeRecorderNode.close_on_shutdown)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
@@ -15,6 +17,49 @@ from rclpy.executors import (
 )
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+#: seconds the rmw teardown may take after ``on_shutdown`` before the process just exits
+TEARDOWN_S = 5.0
+
+#: ``EFM_EXECUTOR=events``: single-threaded nodes spin rclpy's (experimental, C++)
+#: EventsExecutor instead of the SingleThreadedExecutor (docs/ROS.md, throughput)
+EXECUTOR_ENV = "EFM_EXECUTOR"
+
+
+def exit_if_stuck(seconds: float) -> threading.Timer:
+    """Exit the process if teardown has not finished within ``seconds``.
+
+    Destroying a node can block for good: seen here in FastDDS (a DataWriter's destructor
+    waiting in ``ResourceEvent::unregister_timer``) and in a MultiThreadedExecutor joining
+    a worker that waits on a service answer nobody will spin. It only runs after
+    ``on_shutdown`` has closed what matters (bags, spools), so leaving is safe; hanging
+    would get the node SIGKILLed by bring-up and look like a crash."""
+
+    def leave() -> None:
+        print(f"[efm] teardown still blocked after {seconds:.0f} s; exiting", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, leave)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def make_executor(threads: int, context: rclpy.Context | None = None):
+    """The executor of a node process: multi-threaded for ``threads`` > 1, else the
+    SingleThreadedExecutor, or rclpy's EventsExecutor when ``EFM_EXECUTOR=events``."""
+    choice = os.environ.get(EXECUTOR_ENV, "")
+    if choice not in ("", "single", "events"):
+        raise ValueError(f"{EXECUTOR_ENV}={choice!r}: use 'single' or 'events'")
+    if threads > 1:
+        return MultiThreadedExecutor(num_threads=threads, context=context)
+    if choice == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor(context=context)
+    return SingleThreadedExecutor(context=context)
 
 
 def run_node(
@@ -39,9 +84,7 @@ def run_node(
     executor = None
     try:
         node = factory()
-        executor = (
-            MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
-        )
+        executor = make_executor(threads)
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
@@ -50,10 +93,12 @@ def run_node(
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second ^C must not cut cleanup short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if node is not None and on_shutdown is not None:
+            on_shutdown(node)
+        guard = exit_if_stuck(TEARDOWN_S)
         if node is not None:
-            if on_shutdown is not None:
-                on_shutdown(node)
             node.destroy_node()
         if executor is not None:
             executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
+        guard.cancel()
