@@ -370,7 +370,9 @@ class PolicyNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(PolicyNode, args, threads=2)
+    # a remote_server answers GetAction in its own callback group (2 threads); acting on
+    # local observations needs one, which spins far cheaper (docs/ROS.md, throughput)
+    run_node(PolicyNode, args, threads=lambda node: 2 if node.mode == "remote_server" else 1)
 
 
 if __name__ == "__main__":

@@ -66,11 +66,12 @@ def run_node(
     factory: Callable[[], Node],
     args: list[str] | None = None,
     *,
-    threads: int = 1,
+    threads: int | Callable[[Node], int] = 1,
     on_shutdown: Callable[[Node], None] | None = None,
 ) -> None:
     """Create the node, spin it (``threads`` > 1: a multi-threaded executor, for nodes whose
-    callbacks block on purpose), and tear it down cleanly whatever ends the spin.
+    callbacks block on purpose; a callable decides from the configured node), and tear it
+    down cleanly whatever ends the spin.
 
     Our own handlers, not rclpy's: SIGINT and SIGTERM only set a flag that the spin loop
     checks between callbacks, so no callback is cut in half (a recorder opening a bag) and
@@ -84,7 +85,7 @@ def run_node(
     executor = None
     try:
         node = factory()
-        executor = make_executor(threads)
+        executor = make_executor(threads(node) if callable(threads) else threads)
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
