@@ -84,15 +84,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 def node_cpu(graph, since: dict[str, float] | None = None) -> dict[str, float]:
-    """CPU seconds per node (minus ``since``), stations summed by node name."""
-    out: dict[str, float] = {}
-    for name, proc in graph.procs.items():
-        used = cpu_seconds(proc.pid) - (since or {}).get(name, 0.0)
-        out[name] = used
-    return out
+    """CPU seconds per node process (minus ``since``)."""
+    since = since or {}
+    return {name: cpu_seconds(p.pid) - since.get(name, 0.0) for name, p in graph.procs.items()}
 
 
 def by_node_type(per_node: dict[str, float]) -> dict[str, float]:
+    """Stations summed: ``/station_0/policy`` and ``/station_1/policy`` -> ``policy``."""
     total: dict[str, float] = {}
     for name, used in per_node.items():
         kind = name.rsplit("/", 1)[-1]
@@ -108,9 +106,9 @@ def with_overrides(params_file: Path, overrides: list[str], out: Path) -> Path:
 
     params = load_params(params_file)
     for item in overrides:
-        key, _, value = item.partition("=")
+        key, has_value, value = item.partition("=")
         node, _, name = key.partition(":")
-        if node not in params or not name or not _:
+        if node not in params or not name or not has_value:
             raise SystemExit(f"--node-param {item!r}: want NODE:PARAM=VALUE, NODE one of "
                              f"{sorted(params)}")
         params[node]["ros__parameters"][name] = yaml.safe_load(value)

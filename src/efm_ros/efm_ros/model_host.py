@@ -52,6 +52,21 @@ def set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def declare_torch_threads(params: Any) -> None:
+    """The ``compute.torch_threads`` parameter of a model node (``efm_ros.params.Parameters``),
+    applied at once."""
+    set_torch_threads(
+        params.declare(
+            "compute.torch_threads",
+            1,
+            "CPU threads for inference (torch intra-op).",
+            read_only=True,
+            min_value=1,
+            max_value=64,
+        )
+    )
+
+
 def load_verified(uri: str, version: int = 0, expected_sha256: str = "") -> LoadedModel:
     """Verify and load a checkpoint; refuse it if ``expected_sha256`` is given and differs."""
     path = checkpoint_path(uri)

@@ -34,9 +34,9 @@ from efm_ros.embodiments import EMBODIMENTS, get_embodiment
 from efm_ros.model_host import (
     LoadedModel,
     ModelHost,
+    declare_torch_threads,
     load_verified,
     model_input,
-    set_torch_threads,
 )
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
@@ -71,16 +71,7 @@ class PolicyNode(Node):
             "Policy checkpoint directory (local, remote_server).",
             read_only=True,
         )
-        set_torch_threads(
-            p.declare(
-                "compute.torch_threads",
-                1,
-                "CPU threads for inference (torch intra-op).",
-                read_only=True,
-                min_value=1,
-                max_value=64,
-            )
-        )
+        declare_torch_threads(p)
         sha = p.declare("model.sha256", "", "Expected sha256 of model.safetensors.", read_only=True)
         version = p.declare(
             "model.version", 0, "Version of model.checkpoint.", read_only=True, min_value=0

@@ -32,7 +32,8 @@ def exit_if_stuck(seconds: float) -> threading.Timer:
     Destroying a node can block for good: seen here in FastDDS (a DataWriter's destructor
     waiting in ``ResourceEvent::unregister_timer``) and in a MultiThreadedExecutor joining
     a worker that waits on a service answer nobody will spin. It only runs after
-    ``on_shutdown`` has closed what matters (bags, spools), so leaving is safe; hanging
+    ``on_shutdown`` has closed what matters (bags; the learner spools episodes as they
+    arrive), so leaving is safe; hanging
     would get the node SIGKILLed by bring-up and look like a crash."""
 
     def leave() -> None:

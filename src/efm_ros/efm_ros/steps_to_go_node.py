@@ -21,7 +21,7 @@ from efm_interfaces.srv import StepsToGo
 from efm_learning.success_detector import SuccessDetector
 from efm_ros.conversions import image_to_msg, observation_arrays
 from efm_ros.diagnostics import Diagnostics
-from efm_ros.model_host import load_verified, model_input, set_torch_threads
+from efm_ros.model_host import declare_torch_threads, load_verified, model_input
 from efm_ros.params import Parameters
 from efm_ros.qos import RELIABLE, SENSOR
 from efm_ros.spin import run_node
@@ -78,16 +78,7 @@ class StepsToGoNode(Node):
         self.viz = p.declare("viz.enabled", True, "Publish markers and the distribution image.")
         self.frame_id = p.declare("viz.frame_id", "board", "Frame of the rviz markers.")
 
-        set_torch_threads(
-            p.declare(
-                "compute.torch_threads",
-                1,
-                "CPU threads for inference (torch intra-op).",
-                read_only=True,
-                min_value=1,
-                max_value=64,
-            )
-        )
+        declare_torch_threads(p)
         self.loaded = load_verified(checkpoint, version, sha)
         self.model = self.loaded.model
         self.bin_values = np.asarray(self.model.steps_tokenizer.bin_values, dtype=np.float64)
