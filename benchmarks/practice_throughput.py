@@ -5,7 +5,8 @@ item 7), same models, same N x B, two stations / two environments.
         --params config/pointmass_practice.yaml --stage1 runs/demo_pointmass/stage1/sft \
         [--rounds 5]
 
-ROS: the full graph of ``--params`` (14 processes) runs ``--rounds`` learning rounds;
+ROS: the full graph of ``--params`` (14 processes, or 4 with ``--compose``: one per
+station) runs ``--rounds`` learning rounds;
 episodes per hour per station and the learner's idle fraction (1 - time spent in rounds /
 wall time) are measured. In-process: ``efm_learning.actor.EnvActor`` with 2 environments
 collects the same N x B samples per round, and N REINFORCE updates run on them.
@@ -94,6 +95,8 @@ def by_node_type(per_node: dict[str, float]) -> dict[str, float]:
     total: dict[str, float] = {}
     for name, used in per_node.items():
         kind = name.rsplit("/", 1)[-1]
+        if name.count("/") == 1 and name.startswith("/station"):
+            kind = "station (composed)"  # efm_ros.compose: a station's nodes in one process
         total[kind] = total.get(kind, 0.0) + used
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
@@ -117,7 +120,7 @@ def with_overrides(params_file: Path, overrides: list[str], out: Path) -> Path:
     return path
 
 
-def over_ros(params_file: Path, stage1: Path, rounds: int) -> dict:
+def over_ros(params_file: Path, stage1: Path, rounds: int, compose: bool) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -133,7 +136,8 @@ def over_ros(params_file: Path, stage1: Path, rounds: int) -> dict:
     params = deployment(
         params_file, out, {"policy": stage1 / "best_bc", "reward": stage1 / "best_steps_to_go"}
     )
-    graph = Graph(practice_nodes(load_params(params), sim=True), params, out / "logs")
+    specs = practice_nodes(load_params(params), sim=True)
+    graph = Graph(specs, params, out / "logs", compose=compose)
     rclpy.init()
     node = Node("throughput_observer")
     ex = SingleThreadedExecutor()
@@ -201,13 +205,16 @@ def main(argv: list[str] | None = None) -> None:
         help="override a deployment parameter, e.g. '/**/steps_to_go:predict.rate_hz=0'",
     )
     parser.add_argument("--skip-in-process", action="store_true")
+    parser.add_argument(
+        "--compose", action="store_true", help="one process per station (bringup --compose)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", "93")
     params = args.params
     if args.node_param:
         params = with_overrides(params, args.node_param, Path(tempfile.mkdtemp()))
-    ros = over_ros(params, args.stage1, args.rounds)
+    ros = over_ros(params, args.stage1, args.rounds, args.compose)
     wall = ros["wall_s"]
     print(f"CPU seconds per node type over the {wall:.0f} s measured ({2 * wall:.0f} core-s "
           "on 2 cores):")
@@ -224,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         "episodes/hour/station | learner idle |"
     )
     print("| --- | --- | --- | --- | --- |")
-    for name, r in (("ROS 2 graph (14 processes)", ros), ("in-process EnvActor", local)):
+    graph = "ROS 2 graph, a process per " + ("station" if args.compose else "node")
+    for name, r in ((graph, ros), ("in-process EnvActor", local)):
         key = "ros" if name.startswith("ROS") else "local"
         idle = 1 - r["learn_s"] / r["wall_s"]
         print(f"| {name} | {r['wall_s']:.0f} | {r['episodes']} | {rate[key]:.0f} | {idle:.0%} |")

@@ -29,6 +29,7 @@ setup(
             "learner = efm_ros.learner_node:main",
             "coordinator = efm_ros.coordinator_node:main",
             "bringup = efm_ros.bringup:main",
+            "compose = efm_ros.compose:main",
         ]
     },
 )

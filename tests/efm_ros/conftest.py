@@ -16,7 +16,8 @@ def tiny_checkpoint(tmp_path: Path) -> Path:
 @pytest.fixture
 def graph_factory(ros_domain, tmp_path):
     """Factory: start (part of) a practice deployment as processes on the test's domain;
-    ``only`` keeps the named nodes, ``station`` one station's nodes plus the globals."""
+    ``only`` keeps the named nodes, ``station`` one station's nodes plus the globals,
+    ``compose`` runs each station in one process (efm_ros.compose)."""
     from ros_harness import ros_environment
 
     from efm_ros.bringup import Graph
@@ -24,7 +25,7 @@ def graph_factory(ros_domain, tmp_path):
 
     graphs = []
 
-    def start(params_file, only=None, station=None):
+    def start(params_file, only=None, station=None, compose=False):
         specs = practice_nodes(load_params(params_file), sim=True)
         specs = [
             s
@@ -33,7 +34,11 @@ def graph_factory(ros_domain, tmp_path):
             and (station is None or s.namespace in ("/", f"/{station}"))
         ]
         graph = Graph(
-            specs, params_file, tmp_path / f"logs{len(graphs)}", env=ros_environment(ros_domain)
+            specs,
+            params_file,
+            tmp_path / f"logs{len(graphs)}",
+            env=ros_environment(ros_domain),
+            compose=compose,
         )
         graphs.append(graph)
         return graph

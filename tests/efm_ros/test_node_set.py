@@ -38,6 +38,33 @@ def test_runner_arguments_match_the_table(tmp_path):
     assert "--params-file" in args and str(tmp_path / "p.yaml") in args
 
 
+def test_composed_stations_run_the_same_nodes(tmp_path):
+    """bringup --compose: one efm_ros.compose process per station naming exactly that
+    station's nodes of the table; the globals keep their own processes; every station node
+    module exports the NodeEntry its main runs, and unknown names are refused."""
+    from efm_ros.bringup import processes
+    from efm_ros.compose import entry_of, select
+    from efm_ros.spin import NodeEntry
+
+    params = load_params(CONFIGS[0])
+    specs = practice_nodes(params, sim=True)
+    commands = processes(specs, tmp_path / "p.yaml", compose=True)
+    stations = sorted({s.namespace for s in specs if s.namespace != "/"})
+    assert sorted(commands) == sorted([*stations, "/learner", "/coordinator"])
+    for station in stations:
+        command = commands[station]
+        assert command[1:3] == ["-m", "efm_ros.compose"]
+        named = command[command.index("--nodes") + 1 :]
+        assert named == [s.fully_qualified_name for s in specs if s.namespace == station]
+    assert len(processes(specs, tmp_path / "p.yaml", compose=False)) == len(specs)
+    assert all(isinstance(entry_of(s), NodeEntry) for s in specs if s.namespace != "/")
+    assert [s.name for s in select(CONFIGS[0], named, sim=True)] == [
+        s.name for s in specs if s.namespace == stations[-1]
+    ]
+    with pytest.raises(ValueError, match="not nodes of"):
+        select(CONFIGS[0], ["/station_9/policy"], sim=True)
+
+
 def test_bad_deployment_files_are_refused(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"/coordinator": {"stations": ["a"]}}))

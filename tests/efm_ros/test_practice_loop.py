@@ -48,12 +48,17 @@ def _logs(graph) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("executor", ["single", "events"])
+@pytest.mark.parametrize(
+    ("executor", "compose"),
+    [("single", False), ("events", False), ("events", True)],
+    ids=["single", "events", "composed-events"],
+)
 def test_full_round_two_stations(
-    ros_context, graph_factory, tiny_checkpoint, tmp_path, monkeypatch, executor
+    ros_context, graph_factory, tiny_checkpoint, tmp_path, monkeypatch, executor, compose
 ):
-    """The whole round, with the default executors and with EFM_EXECUTOR=events (the
-    single-threaded nodes on rclpy's EventsExecutor, docs/ROS.md)."""
+    """The whole round, with the default executors, with EFM_EXECUTOR=events (the
+    single-threaded nodes on rclpy's EventsExecutor) and with each station's nodes composed
+    in one process (efm_ros.compose, as make demo runs it; docs/ROS.md)."""
     monkeypatch.setenv("EFM_EXECUTOR", executor)
 
     params = practice_yaml(
@@ -65,7 +70,7 @@ def test_full_round_two_stations(
         max_steps=6,
     )
     node, executor, seen = _watch(ros_context)  # before the graph: acks are not latched
-    graph = graph_factory(params)
+    graph = graph_factory(params, compose=compose)
     try:
         ok = spin_until(
             executor,

@@ -102,7 +102,7 @@ def test_continuous_prediction_with_rviz_outputs(graph):
     from efm_ros.conversions import msg_to_image
     from efm_ros.qos import RELIABLE, SENSOR
 
-    _node, client, executor = graph
+    node, client, executor = graph
     predictions, markers, images = [], [], []
     client.create_subscription(
         StepsToGoPrediction, "steps_to_go/prediction", predictions.append, RELIABLE
@@ -110,7 +110,13 @@ def test_continuous_prediction_with_rviz_outputs(graph):
     client.create_subscription(MarkerArray, "steps_to_go/markers", markers.append, RELIABLE)
     client.create_subscription(Image, "steps_to_go/distribution_image", images.append, SENSOR)
     pub = client.create_publisher(Observation, "observation", SENSOR)
-    assert spin_until(executor, lambda: pub.get_subscription_count() > 0)
+    # the rviz outputs are drawn only for listeners: wait until the node sees ours
+    assert spin_until(
+        executor,
+        lambda: pub.get_subscription_count() > 0
+        and node.marker_pub.get_subscription_count() > 0
+        and node.image_pub.get_subscription_count() > 0,
+    )
     frame = np.zeros((24, 24, 3), np.uint8)
     frame[:, :12] = (255, 0, 0)
     pub.publish(_obs([0.1, 0.1], step=7, image=frame))

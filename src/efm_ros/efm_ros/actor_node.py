@@ -41,7 +41,7 @@ from efm_ros.conversions import parse_episode_event, stamp_ns
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
-from efm_ros.spin import run_node
+from efm_ros.spin import NodeEntry, StreamNode, run_node
 
 Goal = RunEpisode.Goal
 
@@ -154,6 +154,13 @@ class ActorNode(Node):
             "(so no bag misses its start); empty list: none.",
             read_only=True,
         )
+        self.feedback_period = 1.0 / p.declare(
+            "feedback.max_rate_hz",
+            10.0,
+            "Most RunEpisode feedback messages per second; a simulated station steps much "
+            "faster than an operator reads [Hz].",
+            min_value=0.1,
+        )
         self.reset_service = p.declare(
             "reset.service", "reset", "Station reset service.", read_only=True
         )
@@ -175,18 +182,13 @@ class ActorNode(Node):
         self.create_subscription(
             String, "/learner/acks", self.on_ack, RELIABLE, callback_group=group
         )
-        self.create_subscription(
-            Observation, "observation", self.on_observation, SENSOR, callback_group=group
-        )
-        self.create_subscription(
-            ActionCommand, "action_command", self.on_command, RELIABLE, callback_group=group
-        )
-        self.create_subscription(
-            StepsToGoPrediction,
-            "steps_to_go/prediction",
-            self.on_prediction,
-            RELIABLE,
-            callback_group=group,
+        # one observation, action and prediction per control step: on a companion node,
+        # off this node's multi-threaded executor (efm_ros.spin.StreamNode)
+        self.stream = StreamNode(self)
+        self.stream.subscribe(Observation, "observation", self.on_observation, SENSOR)
+        self.stream.subscribe(ActionCommand, "action_command", self.on_command, RELIABLE)
+        self.stream.subscribe(
+            StepsToGoPrediction, "steps_to_go/prediction", self.on_prediction, RELIABLE
         )
         self.reset_client = self.create_client(
             ResetStation, self.reset_service, callback_group=group
@@ -367,7 +369,7 @@ class ActorNode(Node):
 
     def _wait_for_end(self, handle, max_steps: int) -> int:
         """Block (on this worker thread) until success, the step limit or cancel."""
-        sent = -1
+        sent, sent_at = -1, -float("inf")
         with self.changed:
             while True:
                 record = self.record
@@ -387,8 +389,9 @@ class ActorNode(Node):
                         f"no episode end after {self.episode_timeout:.0f} s "
                         f"({len(record.commands)} actions): is the policy acting?"
                     )
-                if len(record.commands) != sent:
-                    sent = len(record.commands)
+                now = time.monotonic()
+                if len(record.commands) != sent and now - sent_at >= self.feedback_period:
+                    sent, sent_at = len(record.commands), now
                     feedback = RunEpisode.Feedback(
                         step=sent,
                         expected_steps_to_go=(
@@ -525,14 +528,22 @@ class ActorNode(Node):
         return future.result()
 
 
+    def destroy_node(self) -> None:
+        self.stream.destroy()
+        super().destroy_node()
+
+
 def _stop_episode(node: ActorNode) -> None:
     """End a running episode's wait loop before the node goes away."""
     node.shutting_down = True
     time.sleep(0.3)
 
 
+ENTRY = NodeEntry(ActorNode, threads=4, on_shutdown=_stop_episode)
+
+
 def main(args: list[str] | None = None) -> None:
-    run_node(ActorNode, args, threads=4, on_shutdown=_stop_episode)
+    run_node(ENTRY, args)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 Starts exactly the nodes that ``launch/sim_practice.launch.py`` starts (both read
 :func:`efm_ros.node_set.practice_nodes`), each as its own process with the same parameter
-file, namespace, overrides and remappings; one log file per node. ^C (or SIGTERM) sends
+file, namespace, overrides and remappings; one log file per node. ``--compose`` runs
+each station's nodes in one process instead (:mod:`efm_ros.compose`). ^C (or SIGTERM) sends
 SIGINT to every node, so recorders close their bags, then waits; stragglers are killed.
 With ``--exit-with coordinator`` the whole graph stops when that node exits.
 """
@@ -40,8 +41,28 @@ def ros_args(spec: NodeSpec, params_file: Path) -> list[str]:
     return args
 
 
+def processes(
+    specs: list[NodeSpec], params_file: Path, *, compose: bool, sim: bool = True
+) -> dict[str, list[str]]:
+    """Process name -> command line. One process per node, or with ``compose`` one
+    :mod:`efm_ros.compose` process per station (named by its namespace) and one per
+    global node (the learner may run elsewhere, or under torchrun)."""
+    commands: dict[str, list[str]] = {}
+    stations: dict[str, list[str]] = {}
+    for spec in specs:
+        if compose and spec.namespace != "/":
+            stations.setdefault(spec.namespace, []).append(spec.fully_qualified_name)
+        else:
+            command = [sys.executable, "-m", spec.module, *ros_args(spec, params_file)]
+            commands[spec.fully_qualified_name] = command
+    for namespace, names in stations.items():
+        command = [sys.executable, "-m", "efm_ros.compose", "--params", str(params_file)]
+        commands[namespace] = [*command, *([] if sim else ["--robot"]), "--nodes", *names]
+    return commands
+
+
 class Graph:
-    """The started node processes."""
+    """The started node processes (``compose``: one process per station)."""
 
     def __init__(
         self,
@@ -49,17 +70,19 @@ class Graph:
         params_file: Path,
         log_dir: Path,
         env: dict[str, str] | None = None,
+        *,
+        compose: bool = False,
+        sim: bool = True,
     ) -> None:
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs = []
-        for spec in specs:
-            log_name = spec.fully_qualified_name.strip("/").replace("/", ".") + ".log"
-            log = open(log_dir / log_name, "wb")  # noqa: SIM115 - closed in stop()
+        for name, command in processes(specs, params_file, compose=compose, sim=sim).items():
+            log = open(log_dir / (name.strip("/").replace("/", ".") + ".log"), "wb")  # noqa: SIM115 - closed in stop()
             self.logs.append(log)
-            self.procs[spec.fully_qualified_name] = subprocess.Popen(
-                [sys.executable, "-m", spec.module, *ros_args(spec, params_file)],
+            self.procs[name] = subprocess.Popen(
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -97,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-dir", type=Path, default=Path("runs/bringup/logs"))
     parser.add_argument(
+        "--compose",
+        action="store_true",
+        help="run each station's nodes in one process (efm_ros.compose): less CPU per "
+        "control step; one log per station",
+    )
+    parser.add_argument(
         "--exit-with", default="", help="stop everything when this node (e.g. /coordinator) exits"
     )
     args = parser.parse_args(argv)
@@ -106,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     specs = practice_nodes(load_params(args.params), sim=not args.robot)
-    graph = Graph(specs, args.params.resolve(), args.log_dir)
-    print(f"started {len(specs)} nodes; logs in {args.log_dir}/")
+    graph = Graph(
+        specs, args.params.resolve(), args.log_dir, compose=args.compose, sim=not args.robot
+    )
+    print(f"started {len(specs)} nodes in {len(graph.procs)} processes; logs in {args.log_dir}/")
     for spec in specs:
         print(f"  {spec.fully_qualified_name}")
     stop = {"now": False}

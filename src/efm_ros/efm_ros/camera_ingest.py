@@ -48,7 +48,7 @@ from efm_ros.conversions import stamp_ns as _stamp_ns
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
-from efm_ros.spin import run_node
+from efm_ros.spin import NodeEntry, run_node
 
 LAYOUTS = ("per_camera", "aloha_stacked", "proprio_only")
 RESIZE_METHODS = ("area", "nearest")
@@ -601,8 +601,11 @@ class CameraIngestNode(Node):
         }
 
 
+ENTRY = NodeEntry(CameraIngestNode)
+
+
 def main(args: list[str] | None = None) -> None:
-    run_node(CameraIngestNode, args)
+    run_node(ENTRY, args)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from efm_interfaces.srv import PracticeCommand
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED
-from efm_ros.spin import run_node
+from efm_ros.spin import NodeEntry, run_node
 
 Cmd = PracticeCommand.Request
 
@@ -209,6 +209,7 @@ class CoordinatorNode(Node):
         self.version_success[int(result.policy_version)].append(bool(result.success))
         if self.budget and self.episodes_total >= self.budget:
             self.stop("budget")
+        self.dispatch()  # the next episode now, not at the next dispatch tick
 
     def on_weights(self, msg: WeightsUpdate) -> None:
         self.learner_seen = True
@@ -317,8 +318,11 @@ class CoordinatorNode(Node):
         )
 
 
+ENTRY = NodeEntry(CoordinatorNode)
+
+
 def main(args: list[str] | None = None) -> None:
-    run_node(CoordinatorNode, args)
+    run_node(ENTRY, args)
 
 
 if __name__ == "__main__":

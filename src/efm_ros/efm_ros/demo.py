@@ -31,6 +31,7 @@ from efm_learning.evaluation import success_change
 from efm_learning.pipeline import ensure_dataset
 from efm_ros.bringup import Graph
 from efm_ros.node_set import dump_params, load_params, practice_nodes
+from efm_ros.spin import EXECUTOR_ENV
 
 
 def log(text: str) -> None:
@@ -109,8 +110,19 @@ def deployment(template: Path, out: Path, ckpt: dict[str, Path]) -> Path:
     return path
 
 
-def practise(params_file: Path, out: Path, rounds: int, minutes: float) -> dict:
-    """Run the ROS 2 graph until ``rounds`` learner rounds or ``minutes`` have passed."""
+def practise(
+    params_file: Path,
+    out: Path,
+    rounds: int,
+    minutes: float,
+    *,
+    compose: bool = True,
+    executor: str = "events",
+) -> dict:
+    """Run the ROS 2 graph until ``rounds`` learner rounds or ``minutes`` have passed.
+
+    ``compose``: each station's nodes in one process (efm_ros.compose); ``executor``: the
+    EFM_EXECUTOR of the single-threaded nodes (docs/ROS.md, throughput)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
@@ -120,9 +132,11 @@ def practise(params_file: Path, out: Path, rounds: int, minutes: float) -> dict:
     from efm_ros.qos import LATCHED, RELIABLE, SENSOR
 
     specs = practice_nodes(load_params(params_file), sim=True)
-    graph = Graph(specs, params_file, out / "logs")
+    env = dict(os.environ, EFM_EXECUTOR=executor)
+    graph = Graph(specs, params_file, out / "logs", env=env, compose=compose)
     log(
-        f"started {len(specs)} nodes (logs in {out / 'logs'}); practising for up to "
+        f"started {len(specs)} nodes in {len(graph.procs)} processes, {executor} executors "
+        f"(logs in {out / 'logs'}); practising for up to "
         f"{rounds} rounds / {minutes:.0f} min"
     )
     rclpy.init()
@@ -347,6 +361,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--eval-episodes", type=int, default=500, help="ground-truth tasks per evaluation"
     )
+    parser.add_argument(
+        "--processes",
+        choices=("station", "node"),
+        default="station",
+        help="a process per station (its nodes composed, efm_ros.compose: ~1.4x the "
+        "episodes per hour on 2 cores) or per node, as launch files start them",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=("events", "single"),
+        default=os.environ.get(EXECUTOR_ENV) or "events",
+        help="executor of the single-threaded nodes: rclpy's EventsExecutor (experimental "
+        "in rclpy, tested here) or the SingleThreadedExecutor (default: $EFM_EXECUTOR, "
+        "else events)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -358,7 +387,14 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = stage1(args.config, args.out)
     before = ground_truth(args.config, ckpt["policy"], args.eval_episodes)
     params = deployment(args.params, args.out, ckpt)
-    seen = practise(params, args.out, args.rounds, args.minutes)
+    seen = practise(
+        params,
+        args.out,
+        args.rounds,
+        args.minutes,
+        compose=args.processes == "station",
+        executor=args.executor,
+    )
     versions = sorted(seen["weights"])
     final = Path(versions[-1][1].removeprefix("file://")) if versions else ckpt["policy"]
     final_version = int(versions[-1][0]) if versions else 0

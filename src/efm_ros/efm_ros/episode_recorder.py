@@ -37,7 +37,7 @@ from efm_ros.conversions import parse_episode_event
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
-from efm_ros.spin import run_node
+from efm_ros.spin import NodeEntry, run_node
 
 QOS_PROFILES: dict[str, QoSProfile] = {"sensor": SENSOR, "reliable": RELIABLE, "latched": LATCHED}
 DEFAULT_TOPICS = (
@@ -251,9 +251,12 @@ class EpisodeRecorderNode(Node):
         super().destroy_node()
 
 
+ENTRY = NodeEntry(EpisodeRecorderNode, on_shutdown=EpisodeRecorderNode.close_on_shutdown)
+
+
 def main(args: list[str] | None = None) -> None:
     # bags are closed before the rmw teardown (efm_ros.spin.run_node's on_shutdown)
-    run_node(EpisodeRecorderNode, args, on_shutdown=EpisodeRecorderNode.close_on_shutdown)
+    run_node(ENTRY, args)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ from efm_ros.model_host import model_input
 from efm_ros.node_set import load_params, node_params
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE
-from efm_ros.spin import run_node
+from efm_ros.spin import NodeEntry, run_node
 
 
 def newest_version(policy_dir: Path) -> tuple[int, Path] | None:
@@ -427,7 +427,7 @@ def main(args: list[str] | None = None) -> None:
     ctx = init_distributed("nccl" if settings.get("device") == "cuda" else "gloo")
     try:
         if ctx.rank == 0:
-            run_node(lambda: LearnerNode(ctx=ctx), args, threads=2)
+            run_node(NodeEntry(lambda **kw: LearnerNode(ctx=ctx, **kw), threads=2), args)
             announce(ctx, -1)
         else:
             follow_rounds(ctx, settings)

@@ -41,7 +41,7 @@ from efm_ros.model_host import (
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
 from efm_ros.safety import SafetyLimits, Watchdog
-from efm_ros.spin import run_node
+from efm_ros.spin import NodeEntry, run_node
 
 MODES = ("local", "remote_server", "remote_client")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -170,6 +170,12 @@ class PolicyNode(Node):
 
     def on_instruction(self, msg: String) -> None:
         self.topic_instruction = msg.data.strip()
+        acts_on_arrival = self.trigger == "observation" and self.mode != "remote_server"
+        if self.topic_instruction and acts_on_arrival:
+            # A new episode: act on the observation that is already here (the station was
+            # just reset) instead of waiting for the next one, which a station idling
+            # between episodes sends only at control.idle_publish_hz.
+            self.on_tick()
 
     def on_observation(self, msg: Observation) -> None:
         self.latest = msg
@@ -233,10 +239,10 @@ class PolicyNode(Node):
         key = (msg.station, msg.step, msg.header.stamp.nanosec + msg.header.stamp.sec * 10**9)
         if self.trigger == "observation" and key == self.acted_on_step:
             return
-        self.acted_on_step = key
         if not self.instruction_for(msg):
             self.hold("no instruction: no task to act on")  # between episodes, not an error
             return
+        self.acted_on_step = key
         if self.mode == "remote_client":
             self.ask_remote(msg)
             return
@@ -360,10 +366,14 @@ class PolicyNode(Node):
         return response
 
 
+#: two threads only as a remote policy server (GetAction calls while it acts)
+ENTRY = NodeEntry(PolicyNode, threads=lambda node: 2 if node.mode == "remote_server" else 1)
+
+
 def main(args: list[str] | None = None) -> None:
     # a remote_server answers GetAction in its own callback group (2 threads); acting on
     # local observations needs one, which spins far cheaper (docs/ROS.md, throughput)
-    run_node(PolicyNode, args, threads=lambda node: 2 if node.mode == "remote_server" else 1)
+    run_node(ENTRY, args)
 
 
 if __name__ == "__main__":

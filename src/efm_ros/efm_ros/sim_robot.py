@@ -36,7 +36,7 @@ from efm_ros.diagnostics import Diagnostics
 from efm_ros.embodiments import get_embodiment
 from efm_ros.params import Parameters
 from efm_ros.qos import RELIABLE, SENSOR
-from efm_ros.spin import run_node
+from efm_ros.spin import NodeEntry, run_node
 
 ENVS = ("pushtable", "bananatable", "pointmass")
 
@@ -261,8 +261,11 @@ class SimRobotNode(Node):
         return info
 
 
+ENTRY = NodeEntry(SimRobotNode, on_shutdown=lambda node: node.env.close())
+
+
 def main(args: list[str] | None = None) -> None:
-    run_node(SimRobotNode, args, on_shutdown=lambda node: node.env.close())
+    run_node(ENTRY, args)
 
 
 if __name__ == "__main__":

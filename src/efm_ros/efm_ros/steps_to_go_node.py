@@ -24,7 +24,7 @@ from efm_ros.diagnostics import Diagnostics
 from efm_ros.model_host import declare_torch_threads, load_verified, model_input
 from efm_ros.params import Parameters
 from efm_ros.qos import RELIABLE, SENSOR
-from efm_ros.spin import run_node
+from efm_ros.spin import NodeEntry, run_node
 from efm_ros.visualization import distribution_image, steps_to_go_markers
 
 
@@ -170,25 +170,32 @@ class StepsToGoNode(Node):
         self.diag.count("predictions")
         if not self.viz:
             return
+        # drawn only while somebody (rviz) listens: the picture's text rendering cost as
+        # much as the prediction itself (docs/ROS.md, throughput)
         stamp = obs.header.stamp
-        self.marker_pub.publish(
-            steps_to_go_markers(
-                float(d[0]),
-                self.detector.threshold,
-                float(self.bin_values[-1]),
-                self.frame_id,
-                stamp,
+        if self.marker_pub.get_subscription_count():
+            self.marker_pub.publish(
+                steps_to_go_markers(
+                    float(d[0]),
+                    self.detector.threshold,
+                    float(self.bin_values[-1]),
+                    self.frame_id,
+                    stamp,
+                )
             )
-        )
-        frame = next(iter(arrays["images"].values()), None)
-        picture = distribution_image(
-            frame, probs[0], self.bin_values, float(d[0]), self.detector.threshold
-        )
-        self.image_pub.publish(image_to_msg(picture, stamp=stamp, frame_id=self.frame_id))
+        if self.image_pub.get_subscription_count():
+            frame = next(iter(arrays["images"].values()), None)
+            picture = distribution_image(
+                frame, probs[0], self.bin_values, float(d[0]), self.detector.threshold
+            )
+            self.image_pub.publish(image_to_msg(picture, stamp=stamp, frame_id=self.frame_id))
+
+
+ENTRY = NodeEntry(StepsToGoNode)
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(StepsToGoNode, args)
+    run_node(ENTRY, args)
 
 
 if __name__ == "__main__":
