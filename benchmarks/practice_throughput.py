@@ -18,6 +18,7 @@ import argparse
 import os
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,40 @@ def by_node_type(per_node: dict[str, float]) -> dict[str, float]:
             kind = "station (composed)"  # efm_ros.compose: a station's nodes in one process
         total[kind] = total.get(kind, 0.0) + used
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
+
+
+def episode_timing(bags: Path) -> dict[str, float]:
+    """Where a station's wall time goes, from its recorded bags (receive times): the
+    median control step (observation to observation) and episode span (first observation
+    to last action), and the median and 90th-percentile gap from one episode's last
+    message to the next one's first (reset, labelling, dispatch; learning pauses fill
+    the upper tail)."""
+    from rosbags.rosbag2 import Reader
+
+    steps, spans, gaps = [], [], []
+    for station in sorted(p for p in bags.iterdir() if p.is_dir()):
+        windows = []
+        for bag in sorted(p for p in station.iterdir() if p.is_dir()):
+            times: dict[str, list[int]] = {"observation": [], "action_command": []}
+            with Reader(bag) as reader:
+                for connection, stamp, _ in reader.messages():
+                    times.setdefault(connection.topic.rsplit("/", 1)[-1], []).append(stamp)
+            obs, act = np.array(times["observation"]), np.array(times["action_command"])
+            if len(obs) < 3 or len(act) < 2:
+                continue  # an episode cut short by the end of the run
+            steps.append(np.median(np.diff(obs)))
+            spans.append(act[-1] - obs[0])
+            windows.append((min(obs[0], act[0]), max(obs[-1], act[-1])))
+        windows.sort()
+        gaps += [nxt[0] - cur[1] for cur, nxt in pairwise(windows)]
+    ms = 1e-6
+    return {
+        "bags": len(spans),
+        "step_ms": float(np.median(steps)) * ms if steps else float("nan"),
+        "episode_ms": float(np.median(spans)) * ms if spans else float("nan"),
+        "gap_ms": float(np.median(gaps)) * ms if gaps else float("nan"),
+        "gap_p90_ms": float(np.percentile(gaps, 90)) * ms if gaps else float("nan"),
+    }
 
 
 def with_overrides(params_file: Path, overrides: list[str], out: Path) -> Path:
@@ -188,6 +223,7 @@ def over_ros(params_file: Path, stage1: Path, rounds: int, compose: bool) -> dic
         "learn_s": learning_ms["value"] / 1000,
         "per_station": {s: sum(1 for v in ids.values() if v == s) for s in stations},
         "cpu_s_by_node": by_node_type(cpu),
+        "timing": episode_timing(out / "bags"),
     }
 
 
@@ -220,6 +256,12 @@ def main(argv: list[str] | None = None) -> None:
           "on 2 cores):")
     for kind, used in ros["cpu_s_by_node"].items():
         print(f"  {kind:18s} {used:7.1f} s  {used / wall:5.0%} of a core")
+    t = ros["timing"]
+    print(
+        f"From the {t['bags']} bags: control step {t['step_ms']:.1f} ms, episode "
+        f"{t['episode_ms']:.0f} ms, between episodes {t['gap_ms']:.0f} ms "
+        f"(p90 {t['gap_p90_ms']:.0f} ms, learning pauses included) (medians)"
+    )
     if args.skip_in_process:
         print(f"ROS only: {ros['episodes']} episodes in {wall:.0f} s, "
               f"{3600 * ros['episodes'] / wall / 2:.0f} episodes/hour/station")

@@ -72,27 +72,6 @@ def test_lockstep_actions_are_tokenized_and_within_limits(make_graph):
         np.testing.assert_allclose(decoded, c.values, atol=0.03 / 32 + 1e-6)
 
 
-def test_a_new_instruction_acts_on_the_observation_already_here(make_graph):
-    """A station reset before its instruction is set: the policy holds on that observation
-    and acts on it as soon as the instruction arrives, without waiting for another one
-    (which an idle station sends only at control.idle_publish_hz)."""
-    from std_msgs.msg import String
-
-    from efm_ros.qos import LATCHED
-
-    _node, client, executor, commands = make_graph(
-        **{"control.trigger": "observation", "policy.instruction": ""}
-    )
-    pub = _publisher(client, executor)
-    pub.publish(observation([0.1, 0.0], step=0))
-    assert spin_until(executor, lambda: commands and commands[-1].hold)
-    instruction = client.create_publisher(String, "instruction", LATCHED)
-    instruction.publish(String(data="push the red star to the blue cube"))
-    assert spin_until(executor, lambda: any(not c.hold for c in commands), timeout=5.0)
-    acted = [c for c in commands if not c.hold]
-    assert len(acted) == 1 and acted[0].step == 0  # the observation that was waiting
-
-
 def test_max_change_per_tick_bounds_consecutive_actions(make_graph):
     _node, client, executor, commands = make_graph(
         **{"control.trigger": "observation", "safety.max_change_per_tick": 0.002}

@@ -199,3 +199,31 @@ def test_lockstep_drops_commands_for_superseded_observations(graph):
     fresh.header.stamp = newest
     cmd_pub.publish(fresh)
     assert spin_until(executor, lambda: robot.diag.counters["steps"] == 1)
+
+
+def test_lockstep_shows_the_scene_when_an_episode_starts(graph):
+    """The actor sets the instruction after the reset: a lockstep station publishes its
+    scene then (the policy's first observation of the episode), not at the next idle
+    tick; clearing the instruction publishes nothing."""
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    from efm_ros.qos import LATCHED, SENSOR
+
+    robot, client, executor = graph(realtime=False, **{"control.idle_publish_hz": 0.0})
+    joints = []
+    client.create_subscription(JointState, "joint_states", joints.append, SENSOR)
+    instruction = client.create_publisher(String, "instruction", LATCHED)
+    assert spin_until(executor, lambda: instruction.get_subscription_count() > 0)
+    assert _reset(client, executor).ok
+    assert spin_until(executor, lambda: joints)
+    after_reset = len(joints)
+    instruction.publish(String(data=""))
+    spin_until(executor, lambda: False, timeout=0.3)
+    assert len(joints) == after_reset
+    instruction.publish(String(data="push the red moon to the blue cube"))
+    assert spin_until(executor, lambda: len(joints) > after_reset)
+    first, newest = joints[after_reset - 1].header.stamp, joints[-1].header.stamp
+    assert (newest.sec, newest.nanosec) > (first.sec, first.nanosec)
+    assert robot.diag.counters["published_on_instruction"] == 1
+    assert robot.diag.counters["steps"] == 0  # the scene is shown, not changed

@@ -170,12 +170,6 @@ class PolicyNode(Node):
 
     def on_instruction(self, msg: String) -> None:
         self.topic_instruction = msg.data.strip()
-        acts_on_arrival = self.trigger == "observation" and self.mode != "remote_server"
-        if self.topic_instruction and acts_on_arrival:
-            # A new episode: act on the observation that is already here (the station was
-            # just reset) instead of waiting for the next one, which a station idling
-            # between episodes sends only at control.idle_publish_hz.
-            self.on_tick()
 
     def on_observation(self, msg: Observation) -> None:
         self.latest = msg
@@ -239,10 +233,10 @@ class PolicyNode(Node):
         key = (msg.station, msg.step, msg.header.stamp.nanosec + msg.header.stamp.sec * 10**9)
         if self.trigger == "observation" and key == self.acted_on_step:
             return
+        self.acted_on_step = key
         if not self.instruction_for(msg):
             self.hold("no instruction: no task to act on")  # between episodes, not an error
             return
-        self.acted_on_step = key
         if self.mode == "remote_client":
             self.ask_remote(msg)
             return

@@ -35,7 +35,7 @@ from efm_ros.conversions import image_to_msg, stamp_ns
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.embodiments import get_embodiment
 from efm_ros.params import Parameters
-from efm_ros.qos import RELIABLE, SENSOR
+from efm_ros.qos import LATCHED, RELIABLE, SENSOR
 from efm_ros.spin import NodeEntry, run_node
 
 ENVS = ("pushtable", "bananatable", "pointmass")
@@ -132,6 +132,8 @@ class SimRobotNode(Node):
         self.eval_info_pub = self.create_publisher(String, "eval/info", RELIABLE)
         self.create_subscription(ActionCommand, "action_command", self.on_command, RELIABLE)
         self.create_service(ResetStation, "reset", self.on_reset)
+        if not self.realtime:
+            self.create_subscription(String, "instruction", self.on_instruction, LATCHED)
 
         self.pending: deque[np.ndarray] = deque()
         self.last_command_time = None
@@ -215,6 +217,15 @@ class SimRobotNode(Node):
         # call (learned detector), the step limit of practice too.
         self.episode_done = bool(terminated or truncated)
         self.publish_state()
+
+    def on_instruction(self, msg: String) -> None:
+        """Lockstep: a task was set (the actor starts an episode after the reset) - show
+        the scene now, as a streaming camera would, instead of at the next idle tick. The
+        observation reset published came before the episode began and is not part of it
+        (the actor ignores it, camera_ingest had not restarted its step count)."""
+        if msg.data.strip() and not self.episode_done:
+            self.publish_state()
+            self.diag.count("published_on_instruction")
 
     def on_idle(self) -> None:
         if time.monotonic() - self.last_publish >= self.idle_period:
