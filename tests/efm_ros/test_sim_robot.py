@@ -169,21 +169,32 @@ def test_a_smaller_board_from_sim_blocks(graph):
     assert not result.ok and "not on this board" in result.message
 
 
-def test_lockstep_drops_commands_for_superseded_observations(graph):
-    """An action answering an older observation (e.g. an idle republication) must not be
-    applied in lockstep, or every later action would act on a stale observation."""
+def _lockstep_after_reset(graph, msg_type, topic: str, qos):
+    """A lockstep station without idle republication, reset, with its joint states
+    collected and a publisher of ``msg_type`` on ``topic`` the station listens to."""
     from sensor_msgs.msg import JointState
 
-    from efm_interfaces.msg import ActionCommand
-    from efm_ros.qos import RELIABLE, SENSOR
+    from efm_ros.qos import SENSOR
 
     robot, client, executor = graph(realtime=False, **{"control.idle_publish_hz": 0.0})
     joints = []
     client.create_subscription(JointState, "joint_states", joints.append, SENSOR)
-    cmd_pub = client.create_publisher(ActionCommand, "action_command", RELIABLE)
-    assert spin_until(executor, lambda: cmd_pub.get_subscription_count() > 0)
+    pub = client.create_publisher(msg_type, topic, qos)
+    assert spin_until(executor, lambda: pub.get_subscription_count() > 0)
     assert _reset(client, executor).ok
     assert spin_until(executor, lambda: joints)
+    return robot, executor, joints, pub
+
+
+def test_lockstep_drops_commands_for_superseded_observations(graph):
+    """An action answering an older observation (e.g. an idle republication) must not be
+    applied in lockstep, or every later action would act on a stale observation."""
+    from efm_interfaces.msg import ActionCommand
+    from efm_ros.qos import RELIABLE
+
+    robot, executor, joints, cmd_pub = _lockstep_after_reset(
+        graph, ActionCommand, "action_command", RELIABLE
+    )
     first = joints[-1].header.stamp
     robot.publish_state()  # a republication of the same scene, newer stamp
     assert spin_until(executor, lambda: len(joints) >= 2)
@@ -205,18 +216,13 @@ def test_lockstep_shows_the_scene_when_an_episode_starts(graph):
     """The actor sets the instruction after the reset: a lockstep station publishes its
     scene then (the policy's first observation of the episode), not at the next idle
     tick; clearing the instruction publishes nothing."""
-    from sensor_msgs.msg import JointState
     from std_msgs.msg import String
 
-    from efm_ros.qos import LATCHED, SENSOR
+    from efm_ros.qos import LATCHED
 
-    robot, client, executor = graph(realtime=False, **{"control.idle_publish_hz": 0.0})
-    joints = []
-    client.create_subscription(JointState, "joint_states", joints.append, SENSOR)
-    instruction = client.create_publisher(String, "instruction", LATCHED)
-    assert spin_until(executor, lambda: instruction.get_subscription_count() > 0)
-    assert _reset(client, executor).ok
-    assert spin_until(executor, lambda: joints)
+    robot, executor, joints, instruction = _lockstep_after_reset(
+        graph, String, "instruction", LATCHED
+    )
     after_reset = len(joints)
     instruction.publish(String(data=""))
     spin_until(executor, lambda: False, timeout=0.3)
