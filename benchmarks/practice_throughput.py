@@ -93,11 +93,13 @@ def node_cpu(graph, since: dict[str, float] | None = None) -> dict[str, float]:
 
 def by_node_type(per_node: dict[str, float]) -> dict[str, float]:
     """Stations summed: ``/station_0/policy`` and ``/station_1/policy`` -> ``policy``."""
+    from efm_ros.node_set import EXECUTABLES
+
     total: dict[str, float] = {}
     for name, used in per_node.items():
         kind = name.rsplit("/", 1)[-1]
-        if name.count("/") == 1 and name.startswith("/station"):
-            kind = "station (composed)"  # efm_ros.compose: a station's nodes in one process
+        if kind not in EXECUTABLES:  # a station's namespace: efm_ros.compose, one process
+            kind = "station (composed)"
         total[kind] = total.get(kind, 0.0) + used
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 

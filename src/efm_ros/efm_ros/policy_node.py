@@ -360,13 +360,12 @@ class PolicyNode(Node):
         return response
 
 
-#: two threads only as a remote policy server (GetAction calls while it acts)
+#: two threads only as a remote_server (GetAction in its own callback group); acting on
+#: local observations needs one, which spins far cheaper (docs/ROS.md, throughput)
 ENTRY = NodeEntry(PolicyNode, threads=lambda node: 2 if node.mode == "remote_server" else 1)
 
 
 def main(args: list[str] | None = None) -> None:
-    # a remote_server answers GetAction in its own callback group (2 threads); acting on
-    # local observations needs one, which spins far cheaper (docs/ROS.md, throughput)
     run_node(ENTRY, args)
 
 

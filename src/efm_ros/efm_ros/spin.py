@@ -64,6 +64,16 @@ def make_executor(threads: int, context: rclpy.Context | None = None):
     return SingleThreadedExecutor(context=context)
 
 
+def spin_until(executor, stop: threading.Event, context: rclpy.Context | None = None) -> None:
+    """Spin ``executor`` until ``stop`` is set or the context shuts down; checked between
+    callbacks (every 0.1 s at the latest), so no callback is cut in half."""
+    try:
+        while not stop.is_set() and rclpy.ok(context=context):
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
+        pass
+
+
 class StreamNode:
     """A hidden companion node, on its own single-threaded executor and thread, for a
     node's per-control-step subscriptions.
@@ -101,11 +111,7 @@ class StreamNode:
         )
 
     def _spin(self) -> None:
-        while not self._stop.is_set() and rclpy.ok(context=self.owner.context):
-            try:
-                self.executor.spin_once(timeout_sec=0.1)
-            except ExternalShutdownException:
-                return
+        spin_until(self.executor, self._stop, self.owner.context)
 
     def destroy(self) -> None:
         """Stop the thread, then destroy the companion (before its owner)."""
@@ -153,10 +159,7 @@ class _Served:
             threads = self.entry.threads
             self.executor = make_executor(threads(self.node) if callable(threads) else threads)
             self.executor.add_node(self.node)
-            while not stop.is_set() and rclpy.ok():
-                self.executor.spin_once(timeout_sec=0.1)
-        except ExternalShutdownException:
-            pass
+            spin_until(self.executor, stop)
         finally:
             if self.node is not None and self.entry.on_shutdown is not None:
                 self.entry.on_shutdown(self.node)

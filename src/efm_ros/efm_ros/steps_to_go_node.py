@@ -170,8 +170,8 @@ class StepsToGoNode(Node):
         self.diag.count("predictions")
         if not self.viz:
             return
-        # drawn only while somebody (rviz) listens: the picture's text rendering cost as
-        # much as the prediction itself (docs/ROS.md, throughput)
+        # drawn only while somebody (rviz) listens: rendering the picture and its text
+        # costs CPU on every tick (docs/ROS.md, throughput)
         stamp = obs.header.stamp
         if self.marker_pub.get_subscription_count():
             self.marker_pub.publish(
