@@ -139,3 +139,59 @@ def test_learns_where_the_object_is_from_pixels():
             test[STEPS_TO_GO_BIN]]).abs().mean()
     assert accuracy > 0.9, accuracy
     assert error < 3.0, error  # the column spans 3..28 (a blind guess is ~6.5 off)
+
+
+def test_current_frame_only_ignores_the_previous_frame():
+    torch.manual_seed(0)
+    model = make_model({**CONFIG, "previous_frame": False}).eval()
+    obs = _obs(2)
+    batch = model.prepare_observations(obs)
+    assert batch["observation.image"].shape == (2, 32, 32, 3)
+    other = {**obs, "observation.previous_image": obs["observation.image"][::-1].copy()}
+    torch.testing.assert_close(model.action_logits(batch),
+                               model.action_logits(model.prepare_observations(other)))
+    # the default model does look at it
+    default = make_model(CONFIG).eval()
+    assert not torch.allclose(
+        default.action_logits(default.prepare_observations(obs)),
+        default.action_logits(default.prepare_observations(other)))
+
+
+def test_random_shift_moves_both_frames_together_and_only_when_configured():
+    model = make_model({**CONFIG, "random_shift": 3})
+    batch = model.prepare_observations(_obs(16))
+    gen = torch.Generator().manual_seed(0)
+    shifted = model.augment(batch, gen)["observation.image"]
+    original = batch["observation.image"]
+    assert shifted.shape == original.shape and shifted.dtype == torch.uint8
+    assert not torch.equal(shifted, original)
+    # frame t and frame t-1 moved by the same offset: find it from frame t, check t-1
+    for i in range(16):
+        found = False
+        for dy in range(-3, 4):
+            for dx in range(-3, 4):
+                h0, w0 = max(0, dy), max(0, dx)
+                h1, w1 = 32 + min(0, dy), 32 + min(0, dx)
+                src = original[i, h0:h1, w0:w1]
+                dst = shifted[i, h0 - dy:h1 - dy, w0 - dx:w1 - dx]
+                if torch.equal(src[..., :3], dst[..., :3]):
+                    assert torch.equal(src[..., 3:], dst[..., 3:])
+                    found = True
+        assert found
+    plain = make_model(CONFIG)
+    assert plain.augment(batch, gen) is batch
+
+
+def test_relative_keypoints_feed_the_end_effector_position():
+    torch.manual_seed(0)
+    model = make_model({**CONFIG, "relative_keypoints": True}).eval()
+    obs = _obs(1)
+    moved = {**obs, "observation.state": obs["observation.state"] + 0.1}
+    with torch.no_grad():
+        model.state_proj.weight.zero_()  # only the relative keypoints carry the state now
+        model.state_proj.bias.zero_()
+        a = model.action_logits(model.prepare_observations(obs))
+        b = model.action_logits(model.prepare_observations(moved))
+    assert not torch.allclose(a, b)
+    with pytest.raises(ConfigError, match="random_shift"):
+        make_model({**CONFIG, "random_shift": 8})

@@ -198,3 +198,60 @@ def optimizer_from_state(
     optimizer.load_state_dict(
         {"state": entries, "param_groups": state.values[f"{prefix}.param_groups"]}
     )
+
+
+# -- Stage 1 releases: checkpoints shipped in the repository ------------------------------
+RELEASE_FILE = "RELEASE.json"
+
+
+def write_release(
+    sft_dir: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    names: tuple[str, ...],
+    info: dict[str, Any],
+) -> Path:
+    """Copy the Stage 1 checkpoints ``names`` of ``sft_dir`` to ``dest`` (weights, config
+    and sums only, no trainer state) and pin each one's SHA256SUMS digest in
+    ``RELEASE.json`` with ``info`` (the command that made it, its validation numbers)."""
+    src, dest = Path(sft_dir), Path(dest)
+    pins = {}
+    for name in names:
+        verify_checkpoint(src / name)
+        target = dest / name
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        for file in (MODEL_FILE, CONFIG_FILE, SUMS_FILE):
+            shutil.copy2(src / name / file, target / file)
+        listed = {line.split("  ", 1)[1] for line in (target / SUMS_FILE).read_text().splitlines()}
+        if listed != {MODEL_FILE, CONFIG_FILE}:
+            raise ChecksumError(f"{src / name}: a release holds weights and config only, "
+                                f"got {sorted(listed)} (save it without trainer state)")
+        pins[name] = sha256_file(target / SUMS_FILE)
+    (dest / RELEASE_FILE).write_text(json.dumps({**info, "checkpoints": pins}, indent=2) + "\n")
+    return dest
+
+
+def install_release(
+    release: str | os.PathLike[str], sft_dir: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """Verify a release (each checkpoint's SHA256SUMS against the pinned digest, then every
+    file against its SHA256SUMS) and copy its checkpoints into ``sft_dir``."""
+    release, sft_dir = Path(release), Path(sft_dir)
+    manifest = json.loads((release / RELEASE_FILE).read_text())
+    pins = manifest.get("checkpoints")
+    if not isinstance(pins, dict) or not pins:
+        raise ChecksumError(f"{release / RELEASE_FILE} pins no checkpoints")
+    for name, digest in pins.items():
+        sums = release / name / SUMS_FILE
+        if not sums.is_file() or sha256_file(sums) != digest:
+            raise ChecksumError(f"{release / name}: {SUMS_FILE} does not match the digest pinned "
+                                f"in {RELEASE_FILE}; refusing the release")
+        verify_checkpoint(release / name)
+    for name in pins:
+        target = sft_dir / name
+        tmp = sft_dir / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(release / name, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    return manifest

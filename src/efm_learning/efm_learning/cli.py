@@ -63,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory")
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--greedy", action="store_true", help="take the most likely action tokens")
+    p.add_argument("--split", choices=["tuning", "report"], default="tuning",
+                   help="task split (docs/EVALUATION.md): choose on tuning, report on report")
+
+    p = sub.add_parser("release", help="ship a Stage 1 run's checkpoints (weights + sums)",
+                       description="Copy best_bc and best_steps_to_go of a Stage 1 run into a "
+                       "release folder (no trainer state) and pin each checkpoint's SHA256SUMS "
+                       "in RELEASE.json; make demo verifies the pins before using them.")
+    p.add_argument("--from", dest="source", required=True, help="a Stage 1 sft/ directory")
+    p.add_argument("--to", dest="dest", required=True, help="release folder")
+    p.add_argument("--command", dest="made_by", default="",
+                   help="the command that trained the run (recorded in RELEASE.json)")
 
     p = sub.add_parser("demo", help="PointMass end to end: data, Stage 1, Stage 2, report",
                        description="Generates PointMass demos if needed, runs Stage 1, then "
@@ -91,12 +102,14 @@ QUICK_OVERRIDES = [
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from efm_learning.config import ConfigError, load_config
 
+    if args.command == "release":
+        return _release(args)
     overrides = list(args.overrides)
     if args.command == "demo" and args.quick:
         overrides = [*QUICK_OVERRIDES, "run_dir=runs/pointmass_quick",
@@ -132,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
 
         policy, _ = load_checkpoint(Path(args.checkpoint))
         ev = Evaluator(cfg.env, policy, cfg.improve.max_episode_steps, args.episodes,
-                       greedy=args.greedy, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
+                       greedy=args.greedy, seed=cfg.seed, env_kwargs=cfg.env_kwargs,
+                       split=args.split)
         result = ev.evaluate(policy=policy)
         print(json.dumps({"checkpoint": args.checkpoint, "num_episodes": result.num_episodes,
-                          **result.as_metrics()}, indent=2))
+                          "split": args.split, **result.as_metrics()}, indent=2))
     elif args.command == "demo":
         from efm_learning.pipeline import run_pipeline
 
@@ -146,6 +160,20 @@ def main(argv: list[str] | None = None) -> int:
               f"  4. report: {cfg.run_dir}/report.md, learning curves, trajectory plot")
         run_pipeline(cfg, args.seeds, Path(args.figure) if args.figure else None,
                      progress=progress)
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    from efm_learning.checkpoint import read_checkpoint_config, write_release
+    from efm_learning.sft import BEST_BC, BEST_STEPS_TO_GO
+
+    source = Path(args.source)
+    info = {"made_by": args.made_by, "source": str(source)}
+    for name in (BEST_BC, BEST_STEPS_TO_GO):
+        meta = read_checkpoint_config(source / name).get("metadata", {})
+        info[name] = {"step": meta.get("step"), "val": meta.get("val")}
+    dest = write_release(source, args.dest, (BEST_BC, BEST_STEPS_TO_GO), info)
+    print(json.dumps({"release": str(dest), **info}, indent=2))
     return 0
 
 

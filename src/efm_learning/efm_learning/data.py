@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from efm_sim import keys
+from efm_sim import keys, tasks
 from efm_sim.dataset import EPISODE_GLOB, CorruptEpisodeError, Episode, read_episode
 
 logger = logging.getLogger(__name__)
@@ -94,12 +94,48 @@ def iter_episodes(
             return
 
 
-class EpisodePool:
-    """Whole episodes flattened into per-observation arrays for fast batch sampling."""
+#: steps-to-go label of a goal-relabelled negative: past the last bin ("not this task")
+NEGATIVE_STEPS_TO_GO = 1_000_000
+#: negatives show one of an episode's last this many observations (its goal scene)
+NEGATIVE_TAIL = 3
 
-    def __init__(self, featurize: Featurizer, successful_only_steps_to_go: bool = True) -> None:
+
+def task_key(instruction: str) -> tuple | None:
+    """What an instruction asks for, up to symmetry: two Block2Block instructions over the
+    same pair of blocks are satisfied by the same scenes. ``None``: not a table task."""
+    try:
+        task = tasks.parse_instruction(instruction, tasks.PUSHTABLE_FAMILIES)
+    except ValueError:
+        return None
+    if task.family == tasks.BLOCK2BLOCK:
+        return (task.family, frozenset((task.block, task.target)))
+    return (task.family, task.block, task.target, task.location)
+
+
+class EpisodePool:
+    """Whole episodes flattened into per-observation arrays for fast batch sampling.
+
+    ``steps_to_go_negatives`` (a departure from the paper, docs/PUSHTABLE.md): that
+    fraction of every steps-to-go batch is *goal-relabelled*: one of an episode's last
+    ``NEGATIVE_TAIL`` observations (the scene that satisfies its own instruction) paired
+    with the instruction of a task over other objects, labelled "not done" (past the last
+    steps-to-go bin), so the success detector learns that a finished scene of one task is
+    not success for another. Only the demonstrations' own instructions are used.
+    """
+
+    def __init__(
+        self,
+        featurize: Featurizer,
+        successful_only_steps_to_go: bool = True,
+        steps_to_go_negatives: float = 0.0,
+    ) -> None:
+        if not 0.0 <= steps_to_go_negatives < 1.0:
+            raise ValueError(
+                f"steps_to_go_negatives must be in [0, 1), got {steps_to_go_negatives}"
+            )
         self.featurize = featurize
         self.successful_only = successful_only_steps_to_go
+        self.negatives = float(steps_to_go_negatives)
         self._episodes: deque[tuple[dict[str, np.ndarray], np.ndarray, bool, str]] = deque()
         self.num_transitions = 0
         self._dirty = True
@@ -148,10 +184,55 @@ class EpisodePool:
         self._stg_obs = np.concatenate([starts[i] + np.arange(lengths[i] + 1) for i in keep])
         self._stg_label = np.concatenate([np.arange(lengths[i], -1, -1) for i in keep])
         self._first_row, self._last_row = starts, starts + lengths
+        self._keep_stg = np.array(keep)
+        if self.negatives > 0:
+            self._build_negatives()
         first = np.repeat(starts, lengths + 1)
         rows = np.arange(len(self._obs_episode))
         self._prev_row = np.maximum(rows - 1, first)
         self._dirty = False
+
+    def _build_negatives(self) -> None:
+        """For each distinct task in the pool, the instructions of every other task."""
+        by_key: dict[tuple, list[str]] = {}
+        keys_of = []
+        for instruction in self._instructions:
+            key = task_key(instruction)
+            if key is None:
+                raise ValueError(
+                    f"steps_to_go_negatives needs table-task instructions, got {instruction!r}"
+                )
+            keys_of.append(key)
+            by_key.setdefault(key, [])
+            if instruction not in by_key[key]:
+                by_key[key].append(instruction)
+        if len(by_key) < 2:
+            raise ValueError("steps_to_go_negatives needs demonstrations of at least two tasks")
+        self._other_instructions = {
+            key: sorted(i for k, v in by_key.items() if k != key for i in v) for key in by_key
+        }
+        self._episode_key = keys_of
+
+    def _relabel_negatives(self, batch: dict[str, Any], rng: np.random.Generator) -> None:
+        """Turn a ``negatives`` fraction of a steps-to-go batch into relabelled negatives."""
+        n = len(batch[keys.STEPS_TO_GO])
+        count = int(rng.binomial(n, self.negatives))
+        if count == 0:
+            return
+        slots = rng.choice(n, size=count, replace=False)
+        episodes = self._keep_stg[rng.integers(0, len(self._keep_stg), size=count)]
+        back = rng.integers(0, NEGATIVE_TAIL, size=count)
+        rows = np.maximum(self._last_row[episodes] - back, self._first_row[episodes])
+        negative = self._gather(rows)
+        for key, value in negative.items():
+            if key != keys.INSTRUCTION:
+                batch[key][slots] = value
+        instructions = list(batch[keys.INSTRUCTION])
+        for slot, episode in zip(slots, episodes, strict=True):
+            others = self._other_instructions[self._episode_key[episode]]
+            instructions[slot] = others[int(rng.integers(0, len(others)))]
+        batch[keys.INSTRUCTION] = instructions
+        batch[keys.STEPS_TO_GO][slots] = NEGATIVE_STEPS_TO_GO
 
     def _gather(self, rows: np.ndarray) -> dict[str, Any]:
         batch: dict[str, Any] = {k: v[rows] for k, v in self._obs.items()}
@@ -180,6 +261,8 @@ class EpisodePool:
             pick = rng.integers(0, len(self._stg_obs), size=n)
             batch = self._gather(self._stg_obs[pick])
             batch[keys.STEPS_TO_GO] = self._stg_label[pick]
+            if self.negatives > 0:
+                self._relabel_negatives(batch, rng)
         else:
             raise ValueError(
                 f"unknown objective {objective!r}; allowed: bc, steps_to_go, instruction"
@@ -213,12 +296,13 @@ class StreamingSampler:
         seed: int,
         load_images: bool = False,
         successful_only_steps_to_go: bool = True,
+        steps_to_go_negatives: float = 0.0,
     ) -> None:
         self.rng = np.random.default_rng(seed)
         self.capacity = capacity
         self.refresh_fraction = refresh_fraction
         self.refresh_every = refresh_every
-        self.pool = EpisodePool(featurize, successful_only_steps_to_go)
+        self.pool = EpisodePool(featurize, successful_only_steps_to_go, steps_to_go_negatives)
         self._stream = iter_episodes(paths, self.rng, load_images, repeat=True)
         self._exhausted_once = False
         self._steps = 0

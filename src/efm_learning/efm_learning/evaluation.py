@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from efm_learning.actor import EnvActor, PracticeEpisode, VariableSource, fixed_seeds
+from efm_learning.actor import EnvActor, PracticeEpisode, VariableSource
 from efm_learning.models import EFM
-
-EVAL_SEED_BASE = 1_000_000_000
+from efm_learning.protocol import task_seeds
 
 
 @dataclass
@@ -83,7 +82,11 @@ class Evaluator:
         seed: int = 0,
         steps_to_go_model: EFM | None = None,
         env_kwargs: dict[str, Any] | None = None,
+        split: str = "tuning",
     ) -> None:
+        """``split``: the protocol's task split (``efm_learning.protocol``): Stage 2's
+        per-round evaluation runs on "tuning" tasks; reports use "report"."""
+        self.tasks = task_seeds(split, num_episodes)
         self.num_episodes = num_episodes
         self._seed = seed + 99991
         self.max_episode_steps = max_episode_steps
@@ -107,7 +110,7 @@ class Evaluator:
             self.actor.update(source)
         if policy is not None:
             self.actor.policy.load_state_dict(policy.state_dict())
-        self.actor.set_seeds(fixed_seeds(EVAL_SEED_BASE, self.num_episodes))
+        self.actor.set_seeds(iter(self.tasks))
         self.actor.generator.manual_seed(self._seed)
         episodes = self.actor.run(num_episodes=self.num_episodes)
         return summarize_ground_truth(episodes, self.max_episode_steps)

@@ -27,6 +27,8 @@ Choices beyond the paper, and why:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import math
 import time
@@ -53,6 +55,7 @@ from efm_learning.metrics import MetricLogger, plot_curves, read_metrics
 from efm_learning.models import EFM
 from efm_learning.models.base import ACTION_TOKENS
 from efm_learning.replay_buffer import RETURNS, Adder, EpisodeError, ReplayBuffer
+from efm_learning.stopping import PlateauRule
 from efm_learning.success_detector import precision_recall
 
 logger = logging.getLogger(__name__)
@@ -259,16 +262,31 @@ def self_improve(
                 best_round=best_round, stale=stale, best_eval=best_eval,
                 shuffle_rng=shuffle_rng.bit_generator.state,
             )
+            if plateau is not None:
+                trainer_state.values["plateau"] = dataclasses.asdict(plateau)
         save_checkpoint(out / name, policy, {**meta, "round": round_index, **extra}, trainer_state)
+
+    def select_by_detector(version: int, record: dict[str, Any], acting: dict) -> bool:
+        """GT-free: the plateau rule on the detector's success of the version that acted
+        this round (``acting``: its weights); keeps that version as ``best`` when it leads."""
+        nonlocal best_round, best_eval
+        n = int(record["practice/episodes"])
+        decision = plateau.observe(version, round(record["practice/detector_success_rate"] * n), n)
+        if decision is None:
+            return False
+        record["practice/pooled_detector_success"] = decision.pooled_rate
+        if decision.best_version == version and decision.stale == 0:
+            best_round = version
+            best_eval = {k: v for k, v in record.items() if k.startswith(("eval/", "practice/"))}
+            scratch.load_state_dict(acting)
+            save_checkpoint(out / BEST, scratch, {**meta, "round": version,
+                                                  "selection": {"plateau": decision.pooled_rate}})
+        return decision.stop
 
     def select(round_index: int, record: dict[str, Any]) -> bool:
         """Keep the best checkpoint; True when the plateau patience is used up."""
         nonlocal best_score, best_round, stale, best_eval
-        key = (
-            "eval/mean_length"
-            if imp.selection_metric == "ground_truth"
-            else "practice/selection_length"
-        )
+        key = "eval/mean_length"
         if key not in record:
             return False
         if record[key] < best_score - imp.min_delta:
@@ -279,12 +297,20 @@ def self_improve(
             stale += 1
         return imp.patience > 0 and stale >= imp.patience
 
+    plateau = scratch = None
+    if imp.selection_metric == "detector":
+        plateau = PlateauRule(imp.patience, imp.plateau_min_gain, imp.plateau_window)
+        if state is not None and "plateau" in state.values:
+            plateau = PlateauRule(**state.values["plateau"])
+        scratch = copy.deepcopy(policy)
+
     initial_eval = None
     if evaluator is not None and state is None:
         initial_eval = evaluator.evaluate(policy=policy)
         record = {**initial_eval.as_metrics(), "charts/env_steps": 0}
         metrics.log(0, record)
-        select(0, record)
+        if plateau is None:
+            select(0, record)
         logger.info("Stage 1 policy: %s", initial_eval)
 
     # -- Algorithm 1 --------------------------------------------------------------------
@@ -296,7 +322,8 @@ def self_improve(
     round_index = start_round
     for round_index in bar:
         # 1. collect on-policy episodes with the latest weights
-        actor.update(variables)
+        acting_version = actor.update(variables)
+        acting = variables.get()[1]
         if isinstance(actor, EnvActor):
             actor.set_seeds(round_seeds(seed, round_index))
         episodes = actor.collect(samples_per_round)
@@ -343,7 +370,10 @@ def self_improve(
         stop = False
         if ctx.is_main:
             metrics.log(done, record)
-            stop = select(done, record)
+            if plateau is None:
+                stop = select(done, record)
+            else:
+                stop = select_by_detector(acting_version, record, acting)
             if done % imp.checkpoint_every == 0 or done == imp.rounds or stop:
                 save(LAST, done, {"metrics": record})
             bar.set_postfix(

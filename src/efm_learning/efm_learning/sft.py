@@ -229,6 +229,7 @@ def train_sft(
         seed=cfg.seed * 1000 + ctx.rank,
         load_images=load_images,
         successful_only_steps_to_go=cfg.data.steps_to_go_successful_only,
+        steps_to_go_negatives=cfg.data.steps_to_go_negatives,
     )
     val_pool = load_pool(
         val_paths,
@@ -289,8 +290,12 @@ def train_sft(
         disable=not (progress and ctx.is_main),
         dynamic_ncols=True,
     )
+    augment_gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank + 17)
     for step in bar:
-        batches = {o: to_model_batch(model, sampler.sample(o, n)) for o, n in shares.items()}
+        batches = {
+            o: model.augment(to_model_batch(model, sampler.sample(o, n)), augment_gen)
+            for o, n in shares.items()
+        }
         loss, losses, grad_norm = sft_step(
             ddp_model, optimizer, params, batches, sft.grad_clip,
             check=lambda ls, gn, step=step: _finite_or_raise(step, ls, gn, out),

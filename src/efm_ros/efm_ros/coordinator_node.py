@@ -5,8 +5,10 @@ Sends RunEpisode goals to every idle station's actor (``/<station>/run_episode``
 and resumes collection around learning rounds (the learner asks through ``practice/command``,
 as an operator can), tracks per-station and overall detector success, episode length and
 d at the start, and publishes PracticeStatus on ``practice/status``. Practice stops at a
-budget of episodes or at a success plateau: no gain of ``plateau.min_gain`` in the
-per-version success rate over ``plateau.patience`` policy versions. A station whose actor
+budget of episodes or at a success plateau of the learned detector, the GT-free rule of
+``efm_learning.stopping.PlateauRule`` (Section 6): no gain of ``plateau.min_gain`` in the
+detector success rate pooled over ``plateau.window`` versions for ``plateau.patience``
+versions. The version the rule keeps is published as ``best_policy_version``. A station whose actor
 disappears is marked ``lost``, its episode written off, and practice goes on with the
 others.
 """
@@ -24,6 +26,7 @@ from std_msgs.msg import UInt64
 from efm_interfaces.action import RunEpisode
 from efm_interfaces.msg import PracticeStatus, StationStatus, WeightsUpdate
 from efm_interfaces.srv import PracticeCommand
+from efm_learning.stopping import PlateauRule
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED
@@ -80,12 +83,27 @@ class CoordinatorNode(Node):
             "Stop when success has not improved for this many policy versions (0 = never).",
             min_value=0,
         )
-        self.min_gain = p.declare(
+        min_gain = p.declare(
             "plateau.min_gain",
             0.02,
-            "Success-rate gain that counts as improvement.",
+            "Gain in the pooled detector success rate that counts as improvement.",
             min_value=0.0,
             max_value=1.0,
+            read_only=True,
+        )
+        window = p.declare(
+            "plateau.window",
+            3,
+            "Policy versions pooled for each detector success rate.",
+            min_value=1,
+            read_only=True,
+        )
+        min_episodes = p.declare(
+            "plateau.min_episodes",
+            8,
+            "A version with fewer finished episodes is not judged.",
+            min_value=1,
+            read_only=True,
         )
         self.lost_after = p.declare(
             "station.lost_after_s",
@@ -117,8 +135,8 @@ class CoordinatorNode(Node):
         self.learner_seen = False
         self.learning_round = 0
         self.version_success: dict[int, list[bool]] = defaultdict(list)
+        self.plateau = PlateauRule(self.patience, min_gain, window, min_episodes)
         self.best_rate = -1.0
-        self.versions_without_gain = 0
         self.buffer_samples = 0
         self.status_pub = self.create_publisher(PracticeStatus, "practice/status", LATCHED)
         self.create_service(PracticeCommand, "practice/command", self.on_command)
@@ -216,13 +234,15 @@ class CoordinatorNode(Node):
         if msg.version <= self.policy_version:
             return
         finished = self.version_success.get(self.policy_version, [])
-        if finished:
-            rate = sum(finished) / len(finished)
-            if rate > self.best_rate + self.min_gain:
-                self.best_rate, self.versions_without_gain = rate, 0
-            else:
-                self.versions_without_gain += 1
-            if self.patience and self.versions_without_gain >= self.patience:
+        decision = self.plateau.observe(self.policy_version, sum(finished), len(finished))
+        if decision is not None:
+            self.best_rate = decision.best_rate
+            self.get_logger().info(
+                f"v{self.policy_version}: detector success {sum(finished)}/{len(finished)}, "
+                f"pooled {decision.pooled_rate:.2f}; keeping v{decision.best_version} "
+                f"({decision.best_rate:.2f}), {decision.stale} versions without a gain"
+            )
+            if decision.stop:
                 self.stop("plateau")
         self.policy_version = int(msg.version)
         self.learning_round = int(msg.learning_round)
@@ -283,6 +303,8 @@ class CoordinatorNode(Node):
             policy_version=self.policy_version,
             learning_round=self.learning_round,
             episodes_total=self.episodes_total,
+            best_policy_version=self.plateau.best_version,
+            best_success_rate=max(self.best_rate, 0.0),
         )
         msg.header.stamp = self.get_clock().now().to_msg()
         everything = []

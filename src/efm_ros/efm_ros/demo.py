@@ -8,7 +8,10 @@
    stations practise, the frozen Stage 1 steps-to-go model labels rewards and detects
    success, the learner updates the policy and hot-swaps it on both stations. Progress is
    printed per learning round.
-4. Ground-truth success of the final policy, and a report folder: results.json,
+   Practice stops when the coordinator's GT-free plateau rule says so (the learned
+   detector's success stops improving, paper Section 6; efm_learning.stopping) or at the
+   ``--rounds`` budget, and the version the rule keeps is the one handed over.
+4. Ground-truth success of the kept policy, and a report folder: results.json,
    report.md, learning_curve.png, steps_to_go.png (d over a few episodes, paper Figure 2
    style) and bags.txt.
 Everything is resumable: Stage 1 is skipped when its checkpoints exist.
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from efm_learning.checkpoint import install_release
 from efm_learning.config import load_config
 from efm_learning.evaluation import success_change
 from efm_learning.pipeline import ensure_dataset
@@ -43,13 +47,19 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def stage1(config: Path, out: Path) -> dict[str, Path]:
-    """Demonstrations + SFT unless the checkpoints exist (Appendix B: best BC policy and
-    best steps-to-go reward model are kept separately)."""
+def stage1(config: Path, out: Path, release: Path | None) -> dict[str, Path]:
+    """Stage 1 checkpoints (Appendix B: best BC policy and best steps-to-go reward model
+    kept separately): the run's own when ``out`` has them; else the shipped ``release``
+    after verifying its pinned sha256 digests; else demonstrations + SFT."""
     sft = out / "stage1" / "sft"
     ckpt = {"policy": sft / "best_bc", "reward": sft / "best_steps_to_go"}
     if all((p / "SHA256SUMS").is_file() for p in ckpt.values()):
         log(f"Stage 1 checkpoints found in {sft}; skipping Stage 1")
+        return ckpt
+    if release is not None:
+        manifest = install_release(release, sft)
+        log(f"Stage 1 from the shipped release {release} (sha256 verified; made by "
+            f"`{manifest.get('made_by', '?')}`; --retrain trains it afresh)")
         return ckpt
     ensure_dataset(load_config(config), log)
     log("Stage 1: supervised fine-tuning (BC + steps-to-go)")
@@ -69,7 +79,8 @@ def stage1(config: Path, out: Path) -> dict[str, Path]:
 
 
 def ground_truth(config: Path, checkpoint: Path, episodes: int) -> dict:
-    """Ground-truth success in simulation (evaluation only, never a learning signal)."""
+    """Ground-truth success in simulation on the protocol's *report* tasks (evaluation
+    only, never a learning signal; nothing is chosen on them, docs/EVALUATION.md)."""
     out = subprocess.run(
         [
             sys.executable,
@@ -82,6 +93,8 @@ def ground_truth(config: Path, checkpoint: Path, episodes: int) -> dict:
             str(checkpoint),
             "--episodes",
             str(episodes),
+            "--split",
+            "report",
         ],
         check=True,
         capture_output=True,
@@ -185,7 +198,12 @@ def practise(
                     f"buffer-filling, detector success {st.success_rate:.2f}, "
                     f"mean length {st.mean_length:.1f}"
                 )
+            status = seen["status"]
+            if status is not None and status.state == "stopped":
+                log(f"practice stopped by the coordinator: {status.stop_reason}")
+                break
             if newest >= rounds:
+                log(f"practice budget reached: {rounds} learning rounds")
                 break
             exited = {n: c for n, c in graph.poll().items()}
             if exited:
@@ -200,6 +218,20 @@ def practise(
         for episode in seen["episodes"]:
             handle.write(json.dumps(episode) + "\n")
     return seen
+
+
+def kept_policy(seen: dict, stage1_policy: Path) -> tuple[int, Path]:
+    """The version the coordinator's GT-free plateau rule keeps (the newest published one
+    when the rule has judged none) and its checkpoint; version 0 is the Stage 1 policy."""
+    uris = dict(seen["weights"])
+    status = seen["status"]
+    version = int(status.best_policy_version) if status is not None else -1
+    if version < 0 or (version > 0 and version not in uris):
+        version = max(uris, default=0)
+    if version == 0:
+        return 0, stage1_policy
+    log(f"kept policy: v{version} (coordinator plateau rule, detector success only)")
+    return version, Path(uris[version].removeprefix("file://"))
 
 
 _PICTURES = {"count": 0}
@@ -351,6 +383,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
     parser.add_argument(
+        "--stage1-release",
+        type=Path,
+        default=None,
+        help="a shipped Stage 1 release (efm release; e.g. checkpoints/pushtable): verified "
+        "and used instead of training Stage 1",
+    )
+    parser.add_argument(
+        "--retrain", action="store_true", help="train Stage 1 afresh even with a release"
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=15,
@@ -384,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "efm demo: Stage 1 (if needed) -> Stage 2 practice with 2 simulated stations over "
         "ROS 2 -> report"
     )
-    ckpt = stage1(args.config, args.out)
+    ckpt = stage1(args.config, args.out, None if args.retrain else args.stage1_release)
     before = ground_truth(args.config, ckpt["policy"], args.eval_episodes)
     params = deployment(args.params, args.out, ckpt)
     seen = practise(
@@ -395,9 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         compose=args.processes == "station",
         executor=args.executor,
     )
-    versions = sorted(seen["weights"])
-    final = Path(versions[-1][1].removeprefix("file://")) if versions else ckpt["policy"]
-    final_version = int(versions[-1][0]) if versions else 0
+    final_version, final = kept_policy(seen, ckpt["policy"])
     after = ground_truth(args.config, final, args.eval_episodes)
     cfg = yaml.safe_load(args.config.read_text())
     families = cfg.get("env_kwargs", {}).get("task_families", [])

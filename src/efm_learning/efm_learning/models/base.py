@@ -160,6 +160,10 @@ class EFM(nn.Module, abc.ABC):
         """Optional auxiliary: instruction class from the first and last frame (fn. 2)."""
         raise NotImplementedError(f"{type(self).__name__} has no instruction-prediction head")
 
+    def augment(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
+        """Stage 1 training-batch augmentation (none by default; ``conv_efm`` shifts)."""
+        return batch
+
     def stage2_parameters(self) -> list[nn.Parameter]:
         """Parameters Stage 2 updates (the paper freezes the image encoder, A.3)."""
         return [p for p in self.parameters() if p.requires_grad]

@@ -31,11 +31,49 @@ class ConvEFMConfig(EFMConfig):
     pretrained: bool = True
     #: Stage 2 updates only the trunk and heads, keeping the conv tower frozen (A.3)
     freeze_encoder_in_stage2: bool = True
+    #: stack the previous frame with the current one (the paper's EFM sees both, D.1);
+    #: False: the current frame only (docs/PUSHTABLE.md: the previous frame invites
+    #: copying the last action from the frame difference)
+    previous_frame: bool = True
+    #: also feed each keypoint relative to the end-effector (proprioception projected
+    #: into image coordinates by a learned affine map); docs/PUSHTABLE.md
+    relative_keypoints: bool = False
+    #: "film": instruction-modulated (FiLM) conv tower with GroupNorm, read out by spatial-
+    #: softmax keypoints; "plain": an unnormalised conv tower (every layer stride 2) read out
+    #: by a linear layer over the flattened last map, the instruction joining after it
+    #: (late fusion). docs/PUSHTABLE.md: "film" sat at the action marginal for the first
+    #: 1,500-3,000 steps on PushTable; "plain" leaves it within a few hundred
+    encoder: Literal["film", "plain"] = "film"
+    #: initial temperature of the spatial softmax (learned); a low one makes each keypoint
+    #: follow its feature's peak from the first step (docs/PUSHTABLE.md: at 1.0, Stage 1
+    #: sits at the action marginal for the first ~1,500 steps)
+    keypoint_temperature: float = 1.0
+    #: z-score each keypoint map over the image before the softmax (docs/PUSHTABLE.md)
+    standardize_keypoints: bool = False
+    #: "keypoints": spatial-softmax keypoints + pooled features; "flatten": also a linear
+    #: read-out of the (2x average-pooled) last feature map, which keeps every position;
+    #: "attention": also ``attention_queries`` instruction-made queries that attend over
+    #: the last feature map (where, and what, is the named object; docs/PUSHTABLE.md)
+    readout: Literal["keypoints", "flatten", "attention"] = "keypoints"
+    attention_queries: int = 4
+    #: keypoints read from the first conv layer's map (twice the resolution of the last,
+    #: where colour is still explicit), z-scored over the image before the softmax;
+    #: 0 = none (docs/PUSHTABLE.md)
+    early_keypoints: int = 0
+    #: Stage 1 image augmentation: random shift of up to this many pixels (edge
+    #: padding, the same shift for both frames of an observation); 0 = off
+    random_shift: int = 0
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
             raise ConfigError(f"image_size: must be >= 16, got {self.image_size}")
         if len(self.channels) < 2 or any(c < 8 or c % 8 for c in self.channels):
             raise ConfigError("channels: need >= 2 layers, each a multiple of 8 (GroupNorm)")
+        if not 0 <= self.random_shift < self.image_size // 4:
+            raise ConfigError(
+                f"random_shift: must be in [0, image_size / 4), got {self.random_shift}"
+            )
+        if not self.keypoint_temperature > 0:
+            raise ConfigError(f"keypoint_temperature: must be > 0, got {self.keypoint_temperature}")
         if self.num_keypoints < 1 or self.hidden_size < 1 or self.state_dim < 1:
             raise ConfigError("num_keypoints, hidden_size and state_dim must be >= 1")

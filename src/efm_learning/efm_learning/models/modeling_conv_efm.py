@@ -49,15 +49,26 @@ def resize_frames(images: np.ndarray, size: int) -> np.ndarray:
 
 
 class SpatialSoftmax(nn.Module):
-    """Per-channel softmax over the image -> expected (x, y) in [-1, 1] (2 x C values)."""
+    """Per-channel softmax over the image -> expected (x, y) in [-1, 1] (2 x C values).
 
-    def __init__(self) -> None:
+    ``standardize``: each channel's logits are z-scored over the image first. On a
+    uniform table with a few small objects, raw logits differ at a handful of the 256
+    cells, the softmax stays nearly uniform and every keypoint sits at the image centre
+    (measured: 0.002 spread across images after 400 steps; docs/PUSHTABLE.md); z-scored,
+    a cell that differs from the rest gets a large score and the keypoint finds it."""
+
+    def __init__(self, temperature: float = 1.0, standardize: bool = False) -> None:
         super().__init__()
-        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.log_temperature = nn.Parameter(torch.tensor(float(np.log(temperature))))
+        self.standardize = standardize
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
         h, w = fmap.shape[-2:]
-        weights = F.softmax(fmap.flatten(2) / self.log_temperature.exp(), dim=-1)
+        logits = fmap.flatten(2)
+        if self.standardize:
+            mean, std = logits.mean(-1, keepdim=True), logits.std(-1, keepdim=True)
+            logits = (logits - mean) / (std + 1e-3)
+        weights = F.softmax(logits / self.log_temperature.exp(), dim=-1)
         ys = torch.linspace(-1.0, 1.0, h, device=fmap.device)
         xs = torch.linspace(-1.0, 1.0, w, device=fmap.device)
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
@@ -78,8 +89,32 @@ class ConvEFM(EFM):
         self._text = [TextEncoder(pretrained=c.pretrained)] if c.text_encoder == "minilm" else []
         self.register_buffer("state_mean", torch.zeros(c.state_dim))
         self.register_buffer("state_std", torch.ones(c.state_dim))
+        in_ch = (6 if c.previous_frame else 3) + 2  # frame t (and t-1) + (x, y) channels
+        if c.encoder == "plain":
+            self._init_plain(c, in_ch)
+        else:
+            self._init_film(c, in_ch)
+        self.action_head = nn.Linear(c.hidden_size, self.num_action_tokens * self.action_vocab)
+        self.steps_head = nn.Linear(c.hidden_size, c.steps_to_go.num_bins)
+
+    def _init_plain(self, c: ConvEFMConfig, in_ch: int) -> None:
+        convs = []
+        side = c.image_size
+        for i, out_ch in enumerate(c.channels):
+            kernel = 5 if i == 0 else 3
+            convs.append(nn.Conv2d(in_ch, out_ch, kernel, 2, padding=kernel // 2))
+            in_ch, side = out_ch, (side + 1) // 2
+        self.convs = nn.ModuleList(convs)
+        self.norms = self.films = nn.ModuleList()
+        self.keypoint_conv = self.spatial_softmax = self.state_to_image = None
+        self.flatten = self.queries = None
+        self.image_fc = nn.Linear(in_ch * side * side, c.hidden_size)
+        self.state_proj = nn.Linear(c.state_dim, 64)
+        self.text_proj = nn.Linear(TEXT_DIM, 64)
+        self.trunk = nn.Sequential(nn.Linear(c.hidden_size + 2 * 64, c.hidden_size), nn.ReLU())
+
+    def _init_film(self, c: ConvEFMConfig, in_ch: int) -> None:
         convs, norms, films = [], [], []
-        in_ch = 6 + 2  # two RGB frames + (x, y) coordinate channels
         for i, out_ch in enumerate(c.channels):
             kernel, stride = (5, 2) if i == 0 else (3, 2 if i == 1 else 1)
             convs.append(nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2))
@@ -91,19 +126,51 @@ class ConvEFM(EFM):
             nn.init.zeros_(film.weight)
             nn.init.zeros_(film.bias)
         self.keypoint_conv = nn.Conv2d(in_ch, c.num_keypoints, 1)
-        self.spatial_softmax = SpatialSoftmax()
-        width = 2 * c.num_keypoints + in_ch + 2 * 64
+        self.spatial_softmax = SpatialSoftmax(c.keypoint_temperature, c.standardize_keypoints)
+        self.early_conv = self.early_softmax = None
+        if c.early_keypoints:
+            self.early_conv = nn.Conv2d(c.channels[0], c.early_keypoints, 1)
+            self.early_softmax = SpatialSoftmax(c.keypoint_temperature, standardize=True)
+        keypoints = c.num_keypoints + c.early_keypoints
+        width = 2 * keypoints * (2 if c.relative_keypoints else 1) + in_ch + 2 * 64
+        self.flatten = self.queries = None
+        if c.readout == "attention":
+            self.queries = nn.Linear(TEXT_DIM, c.attention_queries * in_ch)
+            width += c.attention_queries * (in_ch + (4 if c.relative_keypoints else 2))
+        if c.readout == "flatten":
+            side = -(-(-(-c.image_size // 2) // 2) // 2)  # the last map, then 2x pooled
+            self.flatten = nn.Linear(in_ch * side * side, c.hidden_size)
+            width += c.hidden_size
         self.state_proj = nn.Linear(c.state_dim, 64)
+        # where the end-effector is in image coordinates (learned from the data)
+        self.state_to_image = nn.Linear(c.state_dim, 2) if c.relative_keypoints else None
         self.text_proj = nn.Linear(TEXT_DIM, 64)
         self.trunk = nn.Sequential(
             nn.Linear(width, c.hidden_size), nn.LayerNorm(c.hidden_size), nn.ReLU(),
             nn.Linear(c.hidden_size, c.hidden_size), nn.ReLU(),
         )
-        self.action_head = nn.Linear(c.hidden_size, self.num_action_tokens * self.action_vocab)
-        self.steps_head = nn.Linear(c.hidden_size, c.steps_to_go.num_bins)
+
+    def augment(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
+        """Random shift (DrQ-style) of the frames by up to ``random_shift`` pixels with
+        edge padding; both frames of an observation move together. Stage 1 only."""
+        pad = self.config.random_shift
+        if pad == 0:
+            return batch
+        frames = batch[keys.OBS_IMAGE]  # uint8 (B, H, W, C)
+        b, h, w, _ = frames.shape
+        padded = F.pad(frames.permute(0, 3, 1, 2).float(), (pad,) * 4, mode="replicate")
+        dy, dx = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).tolist()
+        shifted = torch.stack(
+            [padded[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(zip(dy, dx, strict=True))]
+        )
+        return {**batch, keys.OBS_IMAGE: shifted.permute(0, 2, 3, 1).to(frames.dtype)}
 
     def encoder_modules(self) -> list[nn.Module]:
-        return [self.convs, self.norms, self.films, self.keypoint_conv, self.spatial_softmax]
+        """The vision encoder and its read-out (frozen in Stage 2, Appendix A.3)."""
+        if self.config.encoder == "plain":
+            return [self.convs, self.image_fc]
+        modules = [self.convs, self.norms, self.films, self.keypoint_conv, self.spatial_softmax]
+        return modules + [m for m in (self.early_conv, self.early_softmax) if m is not None]
 
     def fit_to_data(self, states: np.ndarray) -> None:
         self.state_mean.copy_(torch.as_tensor(states.mean(0), dtype=torch.float32))
@@ -128,7 +195,8 @@ class ConvEFM(EFM):
         if prev.shape != images.shape:
             raise ValueError(f"previous frames {prev.shape} do not match frames {images.shape}")
         n = len(images)
-        frames = torch.as_tensor(np.concatenate([images, prev], axis=-1), device=self.device)
+        stacked = np.concatenate([images, prev], axis=-1) if self.config.previous_frame else images
+        frames = torch.as_tensor(stacked, device=self.device)
         state = observations.get(keys.OBS_STATE)
         if state is None:
             state = np.zeros((n, self.config.state_dim), dtype=np.float32)
@@ -138,7 +206,7 @@ class ConvEFM(EFM):
         else:
             text = torch.zeros(n, TEXT_DIM, device=self.device)
         return {
-            keys.OBS_IMAGE: frames,  # uint8 (B, H, W, 6): frame t then frame t-1
+            keys.OBS_IMAGE: frames,  # uint8 (B, H, W, 6 or 3): frame t (then frame t-1)
             keys.OBS_STATE: torch.as_tensor(np.asarray(state), dtype=torch.float32,
                                             device=self.device),
             TEXT: text,
@@ -151,15 +219,54 @@ class ConvEFM(EFM):
         xs = torch.linspace(-1.0, 1.0, w, device=frames.device).view(1, 1, 1, w).expand(b, 1, h, w)
         x = torch.cat([frames, xs, ys], dim=1)
         text = batch[TEXT]
+        state = (batch[keys.OBS_STATE] - self.state_mean) / self.state_std
+        if self.config.encoder == "plain":
+            for conv in self.convs:
+                x = F.relu(conv(x))
+            image = F.relu(self.image_fc(x.flatten(1)))
+            return self.trunk(torch.cat([image, self.state_proj(state), self.text_proj(text)], 1))
+        early = None
         for conv, norm, film in zip(self.convs, self.norms, self.films, strict=True):
             gamma, beta = film(text).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
             x = F.relu(norm(conv(x)) * (1.0 + gamma) + beta)
+            early = x if early is None else early
         keypoints = self.spatial_softmax(self.keypoint_conv(x))
-        state = (batch[keys.OBS_STATE] - self.state_mean) / self.state_std
-        features = torch.cat(
-            [keypoints, x.mean(dim=(2, 3)), self.state_proj(state), self.text_proj(text)], dim=1
-        )
+        if self.early_conv is not None:
+            k0 = self.early_softmax(self.early_conv(early))  # (B, 2 K0): x's then y's
+            k1, n0 = keypoints, self.config.early_keypoints
+            n1 = self.config.num_keypoints
+            keypoints = torch.cat([k1[:, :n1], k0[:, :n0], k1[:, n1:], k0[:, n0:]], 1)
+        parts = [keypoints, x.mean(dim=(2, 3)), self.state_proj(state), self.text_proj(text)]
+        if self.flatten is not None:
+            pooled = F.avg_pool2d(x, 2, ceil_mode=True).flatten(1)
+            parts.append(F.relu(self.flatten(pooled)))
+        ee = None
+        if self.state_to_image is not None:
+            ee = self.state_to_image(state)  # (B, 2): end-effector (x, y) in the image
+            k = self.config.num_keypoints + self.config.early_keypoints
+            parts.append(torch.cat([keypoints[:, :k] - ee[:, :1], keypoints[:, k:] - ee[:, 1:]], 1))
+        if self.queries is not None:
+            parts += self._attend(x, text, ee)
+        features = torch.cat(parts, dim=1)
         return self.trunk(features)
+
+    def _attend(
+        self, fmap: torch.Tensor, text: torch.Tensor, ee: torch.Tensor | None
+    ) -> list[torch.Tensor]:
+        """Instruction queries over the feature map: for each query the attended features
+        and the expected (x, y) of its attention (and that relative to the end-effector)."""
+        b, ch, h, w = fmap.shape
+        q = self.queries(text).view(b, -1, ch)  # (B, Q, C)
+        flat = fmap.flatten(2)  # (B, C, HW)
+        attn = F.softmax(torch.bmm(q, flat) / ch**0.5, dim=-1)  # (B, Q, HW)
+        ys = torch.linspace(-1.0, 1.0, h, device=fmap.device)
+        xs = torch.linspace(-1.0, 1.0, w, device=fmap.device)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        pos = torch.stack([attn @ grid_x.reshape(-1), attn @ grid_y.reshape(-1)], -1)  # (B,Q,2)
+        out = [torch.bmm(attn, flat.transpose(1, 2)).flatten(1), pos.flatten(1)]
+        if ee is not None:
+            out.append((pos - ee.unsqueeze(1)).flatten(1))
+        return out
 
     def _action_logits(self, batch: Batch) -> torch.Tensor:
         logits = self.action_head(self._trunk(batch))

@@ -1,0 +1,82 @@
+"""When to stop practising, without ground truth (paper Section 6).
+
+Self-Improvement optimises a *learned* reward; pushed too far the policy over-optimises
+it (Section 6: "stop at a success plateau"). A real robot has no simulator to tell it
+when, so the rule reads only what practice already produces: the learned success
+detector's verdict (``d <= s``, Eq. 3) on each finished episode, grouped by the policy
+version that acted.
+
+:class:`PlateauRule`: each version's detector success rate is pooled with the versions
+before it (``window`` versions, weighted by their episodes) to damp the noise of a few
+dozen episodes per version. The version ending the best pooled window is the one kept;
+practice stops once ``patience`` further versions have not beaten that best by more than
+``min_gain``. The coordinator (ROS) and the in-process ``self_improve`` use this class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PlateauDecision:
+    """What the rule says after a version's episodes are in."""
+
+    #: pooled detector success rate of the window ending at this version
+    pooled_rate: float
+    #: the version to keep (best pooled window so far)
+    best_version: int
+    best_rate: float
+    #: versions since the best one
+    stale: int
+    stop: bool
+
+
+@dataclass
+class PlateauRule:
+    """Stop at a plateau of the learned detector's success rate (GT-free, Section 6)."""
+
+    #: stop after this many versions without a gain (0 = never stop, only track the best)
+    patience: int
+    #: a pooled rate must beat the best by more than this to count as a gain
+    min_gain: float = 0.02
+    #: versions pooled for each rate (1 = the version alone)
+    window: int = 3
+    #: versions with fewer finished episodes than this are not judged
+    min_episodes: int = 8
+    _history: list[tuple[int, int, int]] = field(default_factory=list, repr=False)
+    _best: tuple[int, float] = field(default=(-1, -1.0), repr=False)
+    _stale: int = field(default=0, repr=False)
+    _last_version: int = field(default=-1, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+        if not 0.0 <= self.min_gain <= 1.0:
+            raise ValueError(f"min_gain must be in [0, 1], got {self.min_gain}")
+        if self.window < 1 or self.min_episodes < 1:
+            raise ValueError("window and min_episodes must be >= 1")
+
+    @property
+    def best_version(self) -> int:
+        return self._best[0]
+
+    def observe(self, version: int, successes: int, episodes: int) -> PlateauDecision | None:
+        """Record version ``version``'s detector successes out of ``episodes`` finished
+        episodes; ``None`` when there are too few episodes to judge it yet."""
+        if episodes < 0 or not 0 <= successes <= episodes:
+            raise ValueError(f"need 0 <= successes <= episodes, got {successes}/{episodes}")
+        if version <= self._last_version:
+            raise ValueError(f"versions must increase: {version} after {self._last_version}")
+        self._last_version = version
+        if episodes < self.min_episodes:
+            return None
+        self._history.append((version, successes, episodes))
+        recent = self._history[-self.window:]
+        pooled = sum(s for _, s, _ in recent) / sum(n for _, _, n in recent)
+        if pooled > self._best[1] + self.min_gain or self._best[0] < 0:
+            self._best, self._stale = (version, pooled), 0
+        else:
+            self._stale += 1
+        stop = self.patience > 0 and self._stale >= self.patience
+        return PlateauDecision(pooled, self._best[0], self._best[1], self._stale, stop)
