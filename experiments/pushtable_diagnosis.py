@@ -100,9 +100,9 @@ def false_positive_sheet(episodes: list[Any], s: float, out: Path, limit: int = 
     for ax, (e, t) in zip(axes.ravel(), picks, strict=False):
         ax.imshow(e.observations["observation.image"][t])
         words = e.instruction.replace("move the ", "").replace(" close to the ", " -> ")
-        ax.set_title(f"{words}\nt={t} d={e.steps_to_go[t]:.1f}", fontsize=7)
+        ax.set_title(f"{words}\nt={t} d={e.steps_to_go[t]:.1f}", fontsize=5)
     fig.suptitle(f"detector false positives (first d <= {s}, not a GT success)")
-    return save_figure(fig, out, dpi=110)
+    return save_figure(fig, out)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -152,6 +152,9 @@ class DataConfig:
     dir: str = "data/pointmass"
     #: episodes to generate when the directory is empty (``efm demo`` / ``efm sft --generate``)
     generate_episodes: int = 10000
+    #: base seed of the generated demonstrations (None: the experiment's ``seed``), so
+    #: Stage 1 runs with different seeds can share one dataset
+    seed: int | None = None
     #: fraction of episodes held out for validation (chosen by a seeded permutation)
     val_fraction: float = 0.05
     #: fraction of the training split used (a seeded subset; validation is unchanged):

@@ -36,7 +36,7 @@ def generate_command(cfg: ExperimentConfig) -> list[str]:
     root = Path(cfg.data.dir)
     cmd = [sys.executable, "-m", "efm_sim.generate", "--env", cfg.env,
            "--episodes", str(cfg.data.generate_episodes), "--out", str(root),
-           "--seed", str(cfg.seed)]
+           "--seed", str(cfg.seed if cfg.data.seed is None else cfg.data.seed)]
     kwargs = cfg.env_kwargs or {}
     if "image_size" in kwargs:
         cmd += ["--image-size", str(kwargs["image_size"])]

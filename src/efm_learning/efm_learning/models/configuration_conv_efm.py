@@ -44,18 +44,6 @@ class ConvEFMConfig(EFMConfig):
     #: (late fusion). docs/PUSHTABLE.md: "film" sat at the action marginal for the first
     #: 1,500-3,000 steps on PushTable; "plain" leaves it within a few hundred
     encoder: Literal["film", "plain"] = "film"
-    #: initial temperature of the spatial softmax (learned); a low one makes each keypoint
-    #: follow its feature's peak from the first step (docs/PUSHTABLE.md: at 1.0, Stage 1
-    #: sits at the action marginal for the first ~1,500 steps)
-    keypoint_temperature: float = 1.0
-    #: z-score each keypoint map over the image before the softmax (docs/PUSHTABLE.md)
-    standardize_keypoints: bool = False
-    #: "keypoints": spatial-softmax keypoints + pooled features; "flatten": also a linear
-    #: read-out of the (2x average-pooled) last feature map, which keeps every position;
-    #: "attention": also ``attention_queries`` instruction-made queries that attend over
-    #: the last feature map (where, and what, is the named object; docs/PUSHTABLE.md)
-    readout: Literal["keypoints", "flatten", "attention"] = "keypoints"
-    attention_queries: int = 4
     #: keypoints read from the first conv layer's map (twice the resolution of the last,
     #: where colour is still explicit), z-scored over the image before the softmax;
     #: 0 = none (docs/PUSHTABLE.md)
@@ -73,7 +61,5 @@ class ConvEFMConfig(EFMConfig):
             raise ConfigError(
                 f"random_shift: must be in [0, image_size / 4), got {self.random_shift}"
             )
-        if not self.keypoint_temperature > 0:
-            raise ConfigError(f"keypoint_temperature: must be > 0, got {self.keypoint_temperature}")
         if self.num_keypoints < 1 or self.hidden_size < 1 or self.state_dim < 1:
             raise ConfigError("num_keypoints, hidden_size and state_dim must be >= 1")

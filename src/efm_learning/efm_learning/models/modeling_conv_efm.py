@@ -57,9 +57,9 @@ class SpatialSoftmax(nn.Module):
     (measured: 0.002 spread across images after 400 steps; docs/PUSHTABLE.md); z-scored,
     a cell that differs from the rest gets a large score and the keypoint finds it."""
 
-    def __init__(self, temperature: float = 1.0, standardize: bool = False) -> None:
+    def __init__(self, standardize: bool = False) -> None:
         super().__init__()
-        self.log_temperature = nn.Parameter(torch.tensor(float(np.log(temperature))))
+        self.log_temperature = nn.Parameter(torch.zeros(()))
         self.standardize = standardize
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
@@ -107,7 +107,6 @@ class ConvEFM(EFM):
         self.convs = nn.ModuleList(convs)
         self.norms = self.films = nn.ModuleList()
         self.keypoint_conv = self.spatial_softmax = self.state_to_image = None
-        self.flatten = self.queries = None
         self.image_fc = nn.Linear(in_ch * side * side, c.hidden_size)
         self.state_proj = nn.Linear(c.state_dim, 64)
         self.text_proj = nn.Linear(TEXT_DIM, 64)
@@ -126,21 +125,13 @@ class ConvEFM(EFM):
             nn.init.zeros_(film.weight)
             nn.init.zeros_(film.bias)
         self.keypoint_conv = nn.Conv2d(in_ch, c.num_keypoints, 1)
-        self.spatial_softmax = SpatialSoftmax(c.keypoint_temperature, c.standardize_keypoints)
+        self.spatial_softmax = SpatialSoftmax()
         self.early_conv = self.early_softmax = None
         if c.early_keypoints:
             self.early_conv = nn.Conv2d(c.channels[0], c.early_keypoints, 1)
-            self.early_softmax = SpatialSoftmax(c.keypoint_temperature, standardize=True)
+            self.early_softmax = SpatialSoftmax(standardize=True)
         keypoints = c.num_keypoints + c.early_keypoints
         width = 2 * keypoints * (2 if c.relative_keypoints else 1) + in_ch + 2 * 64
-        self.flatten = self.queries = None
-        if c.readout == "attention":
-            self.queries = nn.Linear(TEXT_DIM, c.attention_queries * in_ch)
-            width += c.attention_queries * (in_ch + (4 if c.relative_keypoints else 2))
-        if c.readout == "flatten":
-            side = -(-(-(-c.image_size // 2) // 2) // 2)  # the last map, then 2x pooled
-            self.flatten = nn.Linear(in_ch * side * side, c.hidden_size)
-            width += c.hidden_size
         self.state_proj = nn.Linear(c.state_dim, 64)
         # where the end-effector is in image coordinates (learned from the data)
         self.state_to_image = nn.Linear(c.state_dim, 2) if c.relative_keypoints else None
@@ -237,36 +228,13 @@ class ConvEFM(EFM):
             n1 = self.config.num_keypoints
             keypoints = torch.cat([k1[:, :n1], k0[:, :n0], k1[:, n1:], k0[:, n0:]], 1)
         parts = [keypoints, x.mean(dim=(2, 3)), self.state_proj(state), self.text_proj(text)]
-        if self.flatten is not None:
-            pooled = F.avg_pool2d(x, 2, ceil_mode=True).flatten(1)
-            parts.append(F.relu(self.flatten(pooled)))
         ee = None
         if self.state_to_image is not None:
             ee = self.state_to_image(state)  # (B, 2): end-effector (x, y) in the image
             k = self.config.num_keypoints + self.config.early_keypoints
             parts.append(torch.cat([keypoints[:, :k] - ee[:, :1], keypoints[:, k:] - ee[:, 1:]], 1))
-        if self.queries is not None:
-            parts += self._attend(x, text, ee)
         features = torch.cat(parts, dim=1)
         return self.trunk(features)
-
-    def _attend(
-        self, fmap: torch.Tensor, text: torch.Tensor, ee: torch.Tensor | None
-    ) -> list[torch.Tensor]:
-        """Instruction queries over the feature map: for each query the attended features
-        and the expected (x, y) of its attention (and that relative to the end-effector)."""
-        b, ch, h, w = fmap.shape
-        q = self.queries(text).view(b, -1, ch)  # (B, Q, C)
-        flat = fmap.flatten(2)  # (B, C, HW)
-        attn = F.softmax(torch.bmm(q, flat) / ch**0.5, dim=-1)  # (B, Q, HW)
-        ys = torch.linspace(-1.0, 1.0, h, device=fmap.device)
-        xs = torch.linspace(-1.0, 1.0, w, device=fmap.device)
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-        pos = torch.stack([attn @ grid_x.reshape(-1), attn @ grid_y.reshape(-1)], -1)  # (B,Q,2)
-        out = [torch.bmm(attn, flat.transpose(1, 2)).flatten(1), pos.flatten(1)]
-        if ee is not None:
-            out.append((pos - ee.unsqueeze(1)).flatten(1))
-        return out
 
     def _action_logits(self, batch: Batch) -> torch.Tensor:
         logits = self.action_head(self._trunk(batch))
