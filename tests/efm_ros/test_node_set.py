@@ -129,3 +129,23 @@ def test_demo_report_names_the_measured_version_and_rates_per_version(tmp_path):
     assert results["detector_success_by_version"] == [0.5, 1.0, 1.0]
     assert results["ground_truth_change"]["p_value"] < 0.001
     assert (tmp_path / "learning_curve.png").is_file()
+
+
+def test_demo_hands_over_the_version_the_plateau_rule_kept(tmp_path):
+    from types import SimpleNamespace
+
+    from efm_ros.demo import kept_policy
+
+    stage1 = tmp_path / "best_bc"
+    weights = [(0, f"file://{stage1}"), (1, "file:///runs/v1"), (2, "file:///runs/v2"),
+               (3, "file:///runs/v3")]
+    status = SimpleNamespace(best_policy_version=2)
+    assert kept_policy({"weights": weights, "status": status}, stage1) == (2, Path("/runs/v2"))
+    # the rule kept the Stage 1 policy: hand it over, not the newest version
+    status.best_policy_version = 0
+    assert kept_policy({"weights": weights, "status": status}, stage1) == (0, stage1)
+    # no version judged yet (-1) or no status at all: the Stage 1 policy, never an
+    # unvouched-for newer one
+    status.best_policy_version = -1
+    assert kept_policy({"weights": weights, "status": status}, stage1) == (0, stage1)
+    assert kept_policy({"weights": weights, "status": None}, stage1) == (0, stage1)

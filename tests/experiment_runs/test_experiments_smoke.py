@@ -189,3 +189,39 @@ def test_bananatable_quick_trains_on_pushtable_and_practises_on_bananas(tmp_path
         _assert_policy(record["last"], 4)
     for png in results["figures"].values():
         assert_png(png)
+
+
+def test_pushtable_robustness_diagnosis_and_privileged_bound_quick(tmp_path):
+    """The issue-13 commands end to end on a tiny board: Stage 1 x Stage 2 seeds with the
+    GT-free kept policy measured on report tasks, the Stage 1 diagnosis (policy GT and the
+    detector on its own rollouts, false-positive sheet), and the privileged-state MLP."""
+    from experiments.pushtable_common import QUICK_OVERRIDES
+
+    quick = [a for o in QUICK_OVERRIDES for a in ("--set", o)]
+    data = tmp_path / "data"
+    out = tmp_path / "robust"
+    experiment("pushtable_robustness", "--stage1-seeds", "1", "--stage2-seeds", "1",
+               "--rounds", "2", "--patience", "1", "--test-tasks", "4", "--out", str(out),
+               *quick, "--set", f"data.dir={data}")
+    results = json.loads((out / "results.json").read_text())
+    assert results["tasks"] == {"split": "report", "count": 4}
+    (run,) = results["runs"]
+    assert_rate(run["stage1"])
+    assert_rate(run["kept"])
+    assert run["kept_round"] in (0, 1, 2)  # a version the plateau rule saw act
+    assert "| 1 | 1 |" in (out / "robustness.md").read_text()
+
+    diagnosis = tmp_path / "diagnosis"
+    experiment("pushtable_diagnosis", "--stage1", str(out / "s1" / "sft"), "--tasks", "4",
+               "--out", str(diagnosis), *quick, "--set", f"data.dir={data}")
+    record = json.loads((diagnosis / "results.json").read_text())
+    assert record["split"] == "tuning" and record["detector"]["episodes"] == 4
+    assert_rate(record["policy_gt"]["success_rate"])
+    assert {row["s"] for row in record["detector"]["per_episode"]} >= {2.0, 3.0}
+
+    bound = tmp_path / "bound"
+    experiment("pushtable_privileged", "--tasks", "4", "--steps", "20", "--out", str(bound),
+               *quick, "--set", f"data.dir={data}")
+    record = json.loads((bound / "results.json").read_text())
+    assert record["tasks"] == 4 and record["relative_vectors"]
+    assert_rate(record["success_rate"])

@@ -390,6 +390,12 @@ def self_improve(
             logger.info("success plateau: no improvement in %d evaluations, stopping", imp.patience)
             break
     bar.close()
+    if plateau is not None and ctx.is_main and plateau.best_version < 0:
+        # the rule judged no version (too few episodes): hand over the Stage 1 policy
+        stage1_policy, _ = load_checkpoint(policy_path, cfg.device)
+        best_round = 0
+        save_checkpoint(out / BEST, stage1_policy, {**meta, "round": 0,
+                                                     "selection": {"plateau": None}})
     elapsed = time.perf_counter() - t0
     if metrics is not None:
         metrics.close()

@@ -221,13 +221,14 @@ def practise(
 
 
 def kept_policy(seen: dict, stage1_policy: Path) -> tuple[int, Path]:
-    """The version the coordinator's GT-free plateau rule keeps (the newest published one
-    when the rule has judged none) and its checkpoint; version 0 is the Stage 1 policy."""
+    """The version the coordinator's GT-free plateau rule keeps and its checkpoint; the
+    Stage 1 policy (version 0) when the rule has judged none, so practice never hands
+    over a policy nothing vouched for."""
     uris = dict(seen["weights"])
     status = seen["status"]
     version = int(status.best_policy_version) if status is not None else -1
-    if version < 0 or (version > 0 and version not in uris):
-        version = max(uris, default=0)
+    if version < 0 or version not in uris:
+        version = 0
     if version == 0:
         return 0, stage1_policy
     log(f"kept policy: v{version} (coordinator plateau rule, detector success only)")
@@ -352,7 +353,10 @@ def report(
 
 Change in ground-truth success: **{change["difference"]:+.3f}** (95% interval
 {low:+.3f} to {high:+.3f}; two-sided p = {change["p_value"]:.3f}, two-proportion z-test on
-{int(before["num_episodes"])} and {int(after["num_episodes"])} fixed tasks).
+{int(before["num_episodes"])} and {int(after["num_episodes"])} fixed tasks of the protocol's
+*report* split, on which nothing was chosen: docs/EVALUATION.md). v{final} is the version
+the coordinator's GT-free plateau rule kept (the learned detector's success pooled over
+versions, paper Section 6), or the Stage 1 policy when the rule had judged none.
 Practice: {len(results["policy_versions"])}
 policy versions, {results["episodes"]} labelled episodes from 2 stations, {len(bags)} bags
 (bags.txt). Ground truth comes from the simulator and is used for this table only; the
