@@ -369,11 +369,11 @@ def self_improve(
             record.update(final_eval.as_metrics())
         stop = False
         if ctx.is_main:
-            metrics.log(done, record)
             if plateau is None:
                 stop = select(done, record)
             else:
                 stop = select_by_detector(acting_version, record, acting)
+            metrics.log(done, record)
             if done % imp.checkpoint_every == 0 or done == imp.rounds or stop:
                 save(LAST, done, {"metrics": record})
             bar.set_postfix(
