@@ -109,8 +109,11 @@ def test_interrupt_keeps_finished_episodes(tmp_path: Path) -> None:
         "2",
         "--no-progress",
     ]
+    # a runner started in the background of a non-interactive shell ignores SIGINT, and
+    # children inherit that: give the generator the default disposition, as in a terminal
     proc = subprocess.Popen(
-        cmd, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.time() + 60
