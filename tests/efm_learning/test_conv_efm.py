@@ -195,3 +195,16 @@ def test_relative_keypoints_feed_the_end_effector_position():
     assert not torch.allclose(a, b)
     with pytest.raises(ConfigError, match="random_shift"):
         make_model({**CONFIG, "random_shift": 8})
+
+
+def test_plain_encoder_reads_the_whole_map_and_freezes_it_in_stage2():
+    torch.manual_seed(0)
+    model = make_model({**CONFIG, "encoder": "plain", "previous_frame": False}).eval()
+    obs = _obs(2)
+    logits = model.action_logits(model.prepare_observations(obs))
+    assert logits.shape == (2, 4, 11) and model.spatial_softmax is None
+    stage2 = {id(p) for p in model.stage2_parameters()}
+    assert not any(id(p) in stage2 for p in model.image_fc.parameters())
+    assert all(id(p) in stage2 for p in model.trunk.parameters())
+    flipped = {**obs, "observation.image": obs["observation.image"][:, ::-1].copy()}
+    assert not torch.allclose(logits, model.action_logits(model.prepare_observations(flipped)))

@@ -3,8 +3,9 @@
 Why it exists: at CPU scale (hundreds of demonstrations, minutes of training) the
 ``small_efm`` backend's frozen ImageNet features did not let Stage 1 find the named
 blocks on PushTable (docs/DEMO.md). This backend trains its image encoder from scratch:
-a small conv tower sees the current and previous frame stacked (the paper gives its EFM
-both frames, Appendix D.1) plus two coordinate channels, each layer modulated by the
+a small conv tower sees the current frame, optionally stacked with the previous one (the
+paper gives its EFM both frames, Appendix D.1; docs/PUSHTABLE.md says why the demo drops
+it) plus two coordinate channels, each layer modulated by the
 instruction embedding (FiLM; the frozen all-MiniLM-L6-v2 of ``small_efm``), and ends in
 spatial-softmax keypoints, i.e. "where is what the instruction names". Keypoints, pooled
 features, proprioception and the instruction feed one shared MLP trunk with the two
@@ -53,9 +54,9 @@ class SpatialSoftmax(nn.Module):
 
     ``standardize``: each channel's logits are z-scored over the image first. On a
     uniform table with a few small objects, raw logits differ at a handful of the 256
-    cells, the softmax stays nearly uniform and every keypoint sits at the image centre
-    (measured: 0.002 spread across images after 400 steps; docs/PUSHTABLE.md); z-scored,
-    a cell that differs from the rest gets a large score and the keypoint finds it."""
+    cells, the softmax stays nearly uniform and every keypoint sits near the image centre
+    (docs/PUSHTABLE.md); z-scored, a cell that differs from the rest gets a large score
+    and the keypoint finds it."""
 
     def __init__(self, standardize: bool = False) -> None:
         super().__init__()
