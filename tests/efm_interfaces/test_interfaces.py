@@ -34,7 +34,7 @@ def test_generated_types_import_and_have_the_designed_fields():
     assert {"instruction", "max_steps", "station"} <= set(
         RunEpisode.Goal.get_fields_and_field_types()
     )
-    assert {"success", "length", "episode_return", "termination_reason", "bag_path"} <= set(
+    assert {"success", "length", "episode_return", "termination_reason", "episode_id"} <= set(
         RunEpisode.Result.get_fields_and_field_types()
     )
     assert {"step", "expected_steps_to_go", "latest_action"} <= set(

@@ -48,7 +48,11 @@ def practice_yaml(
             "safety.observation_timeout_s": 2.0,
         },
         "/**/episode_recorder": {"recorder.output_dir": str(run_dir / "bags")},
-        "/**/actor": {"episode.max_steps": max_steps, "learner.resend_s": 0.5},
+        "/**/actor": {
+            "episode.max_steps": max_steps,
+            "learner.resend_s": 0.5,
+            "learner.spool_dir": str(run_dir / "actor_spool"),
+        },
     }
     params = {k: {"ros__parameters": v} for k, v in station.items()}
     params["/learner"] = {

@@ -37,33 +37,46 @@ def _episode(length=3, version=0, episode_id="station_0-test-000001"):
     )
 
 
-def test_learner_refuses_bad_episodes_and_counts_them(ros_context, tiny_checkpoint, tmp_path):
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
+def _learner(ros_context, checkpoint, out, updates=100):
     from rclpy.parameter import Parameter
-    from std_msgs.msg import String
 
-    from efm_interfaces.msg import LabelledEpisode
     from efm_ros.learner_node import LearnerNode
-    from efm_ros.qos import RELIABLE
 
-    learner = LearnerNode(
+    return LearnerNode(
         context=ros_context,
         parameter_overrides=[
-            Parameter("model.policy_checkpoint", value=str(tiny_checkpoint)),
-            Parameter("output_dir", value=str(tmp_path / "learner")),
-            Parameter("improve.updates_per_round", value=100),
+            Parameter("model.policy_checkpoint", value=str(checkpoint)),
+            Parameter("output_dir", value=str(out)),
+            Parameter("improve.updates_per_round", value=updates),
         ],
     )
+
+
+def test_learner_refuses_bad_episodes_and_counts_them(ros_context, tiny_checkpoint, tmp_path):
+    """Every refusal is acknowledged with its reason and counted; ids that are no file name
+    (300 characters, a NUL byte, a path) and a spool that cannot be written are refused
+    without stopping the learner (issue 17, defect 6: one such id made it exit)."""
+    import shutil
+
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from efm_interfaces.msg import EpisodeAck, LabelledEpisode
+    from efm_ros.qos import RELIABLE
+
+    learner = _learner(ros_context, tiny_checkpoint, tmp_path / "learner")
     client = Node("test_client", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(learner)
     executor.add_node(client)
     acks = []
-    client.create_subscription(String, "/learner/acks", lambda m: acks.append(m.data), RELIABLE)
+    client.create_subscription(EpisodeAck, "/learner/acks", acks.append, RELIABLE)
     pub = client.create_publisher(LabelledEpisode, "/learner/episodes", RELIABLE)
     try:
-        assert spin_until(executor, lambda: pub.get_subscription_count() > 0)
+        assert spin_until(
+            executor,
+            lambda: pub.get_subscription_count() > 0 and learner.ack_pub.get_subscription_count(),
+        )
         short = _episode(episode_id="bad-lengths")
         short.returns = short.returns[:-1]
         nan = _episode(episode_id="bad-nan")
@@ -74,15 +87,45 @@ def test_learner_refuses_bad_episodes_and_counts_them(ros_context, tiny_checkpoi
         tokens = _episode(episode_id="bad-tokens")
         tokens.action_tokens = [99] * 6
         good = _episode(episode_id="good-1")
-        for msg in (short, nan, forged, stale, tokens, good, good):
-            pub.publish(msg)
-        assert spin_until(executor, lambda: len(acks) == 7)
+        bad_ids = [_episode(episode_id=i) for i in ("x" * 300, "a/b", "../up", "..")]
+        for i, msg in enumerate((short, nan, forged, stale, tokens, *bad_ids, good, good)):
+            pub.publish(msg)  # one at a time: a burst past the QoS depth (10) drops some
+            assert spin_until(executor, lambda i=i: len(acks) == i + 1), learner.diag.counters
+        outcome = {a.episode_id: a for a in acks}
+        assert [a.outcome for a in acks if a.episode_id == "good-1"] == [
+            EpisodeAck.ACCEPTED, EpisodeAck.DUPLICATE
+        ]
+        assert outcome["good-1"].buffer_samples == 3
+        assert outcome["good-1"].buffer_capacity == 100 * 64
+        assert outcome["stale-version"].reason.startswith("stale:")
+        for name in ("bad-lengths", "bad-nan", "bad-returns", "bad-tokens"):
+            assert outcome[name].outcome == EpisodeAck.REJECTED, name
+            assert outcome[name].reason.startswith("invalid:"), outcome[name].reason
+        id_refusals = [a for a in acks if a.reason.startswith("invalid: bad episode id")]
+        assert len(id_refusals) == 4
         counters = learner.diag.counters
-        assert counters["rejected.episode"] == 4, counters
+        assert counters["rejected.episode"] == 8, counters
         assert counters["rejected.stale"] == 1
         assert counters["episodes.duplicate"] == 1
         assert counters["episodes.accepted"] == 1 and len(learner.buffer) == 3
         assert (tmp_path / "learner" / "seen_episode_ids.txt").read_text().split() == ["good-1"]
+        assert [p.name for p in (tmp_path / "learner" / "spool").iterdir()] == ["good-1.cdr"]
+
+        # a spool that cannot be written (here: a file where its folder was) refuses the
+        # episode with the reason, leaves it unseen (a later re-send may succeed) and the
+        # learner goes on
+        spool = tmp_path / "learner" / "spool"
+        shutil.rmtree(spool)
+        spool.write_text("not a folder")
+        pub.publish(_episode(episode_id="good-2"))
+        assert spin_until(executor, lambda: len(acks) == 12)
+        assert acks[-1].outcome == EpisodeAck.REJECTED and acks[-1].reason.startswith("spool:")
+        assert len(learner.buffer) == 3 and "good-2" not in learner.seen
+        spool.unlink()
+        spool.mkdir()
+        pub.publish(_episode(episode_id="good-2"))
+        assert spin_until(executor, lambda: len(acks) == 13)
+        assert acks[-1].outcome == EpisodeAck.ACCEPTED and len(learner.buffer) == 6
     finally:
         executor.shutdown()
         learner.destroy_node()

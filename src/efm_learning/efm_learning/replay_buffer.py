@@ -187,13 +187,31 @@ class LabelledAdder:
         returns: np.ndarray,
         gamma: float,
     ) -> LabelStats:
+        stats = self.check(observations, action_tokens, steps_to_go, returns, gamma)
+        self.add_checked(observations, action_tokens, stats)
+        return stats
+
+    def add_checked(
+        self, observations: dict[str, Any], action_tokens: np.ndarray, stats: LabelStats
+    ) -> None:
+        """Add an episode that :meth:`check` accepted (``stats`` is what it returned)."""
+        self.buffer._add(observations, np.asarray(action_tokens, dtype=np.int64), stats.returns)
+
+    def check(
+        self,
+        observations: dict[str, Any],
+        action_tokens: np.ndarray,
+        steps_to_go: np.ndarray,
+        returns: np.ndarray,
+        gamma: float,
+    ) -> LabelStats:
+        """Validate without adding (EpisodeError if bad): a caller that must store the
+        episode durably first (the learner's spool) adds it only once that succeeded."""
         try:
-            stats = self._check(observations, action_tokens, steps_to_go, returns, gamma)
+            return self._check(observations, action_tokens, steps_to_go, returns, gamma)
         except EpisodeError:
             self.refused += 1
             raise
-        self.buffer._add(observations, np.asarray(action_tokens, dtype=np.int64), stats.returns)
-        return stats
 
     def _check(self, observations, action_tokens, steps_to_go, returns, gamma) -> LabelStats:
         tokens = np.asarray(action_tokens)

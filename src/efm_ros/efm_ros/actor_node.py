@@ -10,8 +10,9 @@ For each goal the actor
 4. clears the instruction (the policy holds),
 5. labels o_0..o_T through the frozen model's ``steps_to_go`` service, computes rewards
    r_t = d_t - d_t+1 (Eq. 2) and returns (gamma 0.9), and sends a LabelledEpisode to the
-   learner, re-sending it until the learner acknowledges it (an episode is learned from
-   exactly once; the learner drops duplicates),
+   learner, re-sending it until the learner decides on it (EpisodeAck: accepted,
+   duplicate, or refused with a reason that is counted); until then it is also kept in a
+   spool folder, so an actor restart (even ``kill -9``) loses no unacknowledged episode,
 6. tells the recorder where the episode starts and ends (``episode/events``).
 Ground truth never enters the episode. If the steps_to_go service is down the actor waits
 and retries; it never sends an unlabelled episode.
@@ -20,24 +21,33 @@ and retries; it never sends an unlabelled episode.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
+from rclpy.serialization import deserialize_message, serialize_message
 from std_msgs.msg import String
 
 from efm_interfaces.action import RunEpisode
-from efm_interfaces.msg import ActionCommand, LabelledEpisode, Observation, StepsToGoPrediction
+from efm_interfaces.msg import (
+    ActionCommand,
+    EpisodeAck,
+    LabelledEpisode,
+    Observation,
+    StepsToGoPrediction,
+)
 from efm_interfaces.srv import ResetStation, StepsToGo
 from efm_learning.returns import PAPER_GAMMA, discounted_returns
 from efm_learning.reward import rewards_from_steps_to_go
-from efm_ros.conversions import parse_episode_event, stamp_ns
+from efm_ros.conversions import check_episode_id, parse_episode_event, stamp_ns
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
@@ -164,6 +174,14 @@ class ActorNode(Node):
         self.reset_service = p.declare(
             "reset.service", "reset", "Station reset service.", read_only=True
         )
+        spool_dir = p.declare(
+            "learner.spool_dir",
+            "episodes/unacked",
+            "Episodes sent but not yet acknowledged are kept in <spool_dir>/<station>/ "
+            "until the learner decides on them, and re-sent after a restart ('' = memory "
+            "only: a restart loses them).",
+            read_only=True,
+        )
 
         group = ReentrantCallbackGroup()
         self.diag = Diagnostics(self)
@@ -173,6 +191,7 @@ class ActorNode(Node):
         self.busy = False
         self.shutting_down = False
         self.unacked: dict[str, LabelledEpisode] = {}
+        self.spool = Path(spool_dir) / self.station if spool_dir else None
         self.counter = 0
         self.policy_version = 0
 
@@ -180,7 +199,7 @@ class ActorNode(Node):
         self.events_pub = self.create_publisher(String, "episode/events", RELIABLE)
         self.episode_pub = self.create_publisher(LabelledEpisode, "/learner/episodes", RELIABLE)
         self.create_subscription(
-            String, "/learner/acks", self.on_ack, RELIABLE, callback_group=group
+            EpisodeAck, "/learner/acks", self.on_ack, RELIABLE, callback_group=group
         )
         # one observation, action and prediction per control step: on a companion node,
         # off this node's multi-threaded executor (efm_ros.spin.StreamNode)
@@ -205,7 +224,12 @@ class ActorNode(Node):
             callback_group=group,
         )
         self.instruction_pub.publish(String(data=""))
-        self.get_logger().info(f"actor ready for {self.station}")
+        restored = self.restore_unacked()
+        self.get_logger().info(
+            f"actor ready for {self.station}"
+            + (f": {restored} unacknowledged episode(s) restored from {self.spool}" if restored
+               else "")
+        )
 
     # -- subscriptions --------------------------------------------------------------------
     def on_observation(self, msg: Observation) -> None:
@@ -241,10 +265,56 @@ class ActorNode(Node):
                 record.success = True
             self.changed.notify_all()
 
-    def on_ack(self, msg: String) -> None:
+    def on_ack(self, msg: EpisodeAck) -> None:
+        """The learner decided on an episode: stop re-sending it, count how it went."""
         with self.lock:
-            if self.unacked.pop(msg.data, None) is not None:
-                self.diag.count("episodes.acknowledged")
+            if self.unacked.pop(msg.episode_id, None) is None:
+                return  # another station's episode, or decided before
+            self.unspool(msg.episode_id)
+        if msg.outcome == EpisodeAck.ACCEPTED:
+            self.diag.count("episodes.acknowledged")
+        elif msg.outcome == EpisodeAck.DUPLICATE:
+            self.diag.count("episodes.duplicate")
+        else:  # not learned from: counted with the learner's reason, never silently
+            kind = msg.reason.split(":", 1)[0] if msg.reason else "unknown"
+            self.diag.reject(f"learner.{kind}", f"{msg.episode_id}: {msg.reason}")
+
+    # -- the unacknowledged-episode spool ---------------------------------------------------
+    def keep_until_acknowledged(self, episode: LabelledEpisode) -> None:
+        """Hold an episode for re-sending, on disk first (fsynced) when a spool is set."""
+        if self.spool is not None:
+            self.spool.mkdir(parents=True, exist_ok=True)
+            path = self.spool / f"{episode.episode_id}.cdr"
+            tmp = path.with_suffix(".tmp")
+            with tmp.open("wb") as handle:
+                handle.write(serialize_message(episode))
+                handle.flush()
+                os.fsync(handle.fileno())
+            tmp.replace(path)
+        with self.lock:
+            self.unacked[episode.episode_id] = episode
+
+    def unspool(self, episode_id: str) -> None:
+        if self.spool is not None:
+            (self.spool / f"{episode_id}.cdr").unlink(missing_ok=True)
+
+    def restore_unacked(self) -> int:
+        """Episodes a previous run of this actor sent and never saw decided."""
+        if self.spool is None or not self.spool.is_dir():
+            return 0
+        for path in sorted(self.spool.glob("*.cdr")):
+            try:
+                episode = deserialize_message(path.read_bytes(), LabelledEpisode)
+                check_episode_id(episode.episode_id)
+            except Exception as error:  # a torn or foreign file: set aside, never sent
+                self.diag.reject("spool", f"{path.name}: {error}")
+                path.replace(path.with_suffix(".bad"))
+                continue
+            self.unacked[episode.episode_id] = episode
+            self.diag.count("episodes.restored")
+        for tmp in self.spool.glob("*.tmp"):  # a write cut short: never acknowledged
+            tmp.unlink()
+        return len(self.unacked)
 
     def resend_unacked(self) -> None:
         with self.lock:
@@ -322,8 +392,7 @@ class ActorNode(Node):
         episode = self._label(record, reason)
         reason = episode.termination_reason  # a success found while labelling ends it earlier
         if episode.length:
-            with self.lock:
-                self.unacked[episode.episode_id] = episode
+            self.keep_until_acknowledged(episode)
             self.episode_pub.publish(episode)
             self.diag.count("episodes.sent")
         else:

@@ -93,6 +93,13 @@ class Graph:
         """Exit codes of the nodes that have exited."""
         return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
 
+    def kill(self, name: str | None = None) -> None:
+        """SIGKILL (a crash: no cleanup runs) to node ``name``, or to every node."""
+        for key, proc in self.procs.items():
+            if (name is None or key == name) and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
     def stop(self, timeout: float = 15.0) -> dict[str, int]:
         """SIGINT to all (like ^C), wait up to ``timeout``, then SIGKILL what is left."""
         for proc in self.procs.values():

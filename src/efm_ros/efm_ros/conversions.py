@@ -7,6 +7,7 @@ PLATFORM.md). Every field read from a message is checked; bad input raises
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -227,6 +228,23 @@ def joint_positions(msg: JointState, names: Sequence[str]) -> np.ndarray:
     return values
 
 
+#: what an episode id may be: it names a bag folder and a spool file on disk
+EPISODE_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}")
+
+
+def check_episode_id(episode_id: object) -> str:
+    """An episode id that is safe as a file or folder name, or ValueError.
+
+    1 to 128 of letters, digits, ``_ . -``, not starting with a dot: no path separators,
+    NUL bytes, ``..`` or names past a file system's 255-byte limit (issue 17, defect 6).
+    """
+    if not isinstance(episode_id, str) or not EPISODE_ID_PATTERN.fullmatch(episode_id):
+        shown = repr(episode_id)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise ValueError(f"episode_id must match {EPISODE_ID_PATTERN.pattern}, got {shown}")
+    return episode_id
+
+
 #: keys of an ``episode/events`` message (std_msgs/String JSON), per event
 EPISODE_EVENT_KEYS = {
     "start": {"required": {"episode_id"}, "optional": {"instruction", "policy_version"}},
@@ -243,7 +261,6 @@ def parse_episode_event(text: str) -> dict[str, object]:
     or keys are refused (a misspelt key must not be dropped silently).
     """
     import json
-    import re
 
     try:
         event = json.loads(text)
@@ -261,11 +278,7 @@ def parse_episode_event(text: str) -> dict[str, object]:
     unknown = given - keys["required"] - keys["optional"]
     if unknown:
         raise ValueError(f"{kind} event has unknown keys {sorted(unknown)}")
-    episode_id = event["episode_id"]
-    if not isinstance(episode_id, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,128}", episode_id):
-        raise ValueError(f"episode_id must match [A-Za-z0-9_.-]{{1,128}}, got {episode_id!r}")
-    if episode_id in (".", ".."):
-        raise ValueError(f"episode_id {episode_id!r} is not a folder name")
+    check_episode_id(event["episode_id"])
     checks = {
         "instruction": lambda v: isinstance(v, str),
         "policy_version": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,

@@ -24,12 +24,12 @@ from rclpy.node import Node
 from std_msgs.msg import UInt64
 
 from efm_interfaces.action import RunEpisode
-from efm_interfaces.msg import PracticeStatus, StationStatus, WeightsUpdate
+from efm_interfaces.msg import EpisodeAck, PracticeStatus, StationStatus, WeightsUpdate
 from efm_interfaces.srv import PracticeCommand
 from efm_learning.stopping import PlateauRule
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
-from efm_ros.qos import LATCHED
+from efm_ros.qos import LATCHED, RELIABLE
 from efm_ros.spin import NodeEntry, run_node
 
 Cmd = PracticeCommand.Request
@@ -137,10 +137,11 @@ class CoordinatorNode(Node):
         self.version_success: dict[int, list[bool]] = defaultdict(list)
         self.plateau = PlateauRule(self.patience, min_gain, window, min_episodes)
         self.best_rate = -1.0
-        self.buffer_samples = 0
+        self.buffer_samples = self.buffer_capacity = 0
         self.status_pub = self.create_publisher(PracticeStatus, "practice/status", LATCHED)
         self.create_service(PracticeCommand, "practice/command", self.on_command)
         self.create_subscription(WeightsUpdate, "/learner/weights", self.on_weights, LATCHED)
+        self.create_subscription(EpisodeAck, "/learner/acks", self.on_ack, RELIABLE)
         for st in self.stations.values():
             self.create_subscription(
                 UInt64,
@@ -229,10 +230,17 @@ class CoordinatorNode(Node):
             self.stop("budget")
         self.dispatch()  # the next episode now, not at the next dispatch tick
 
+    def on_ack(self, msg: EpisodeAck) -> None:
+        """The learner's buffer fill after each decision (PracticeStatus.buffer_*)."""
+        if msg.learner_version >= self.policy_version:
+            self.buffer_samples = int(msg.buffer_samples)
+            self.buffer_capacity = int(msg.buffer_capacity)
+
     def on_weights(self, msg: WeightsUpdate) -> None:
         self.learner_seen = True
         if msg.version <= self.policy_version:
             return
+        self.buffer_samples = 0  # a round was learned: its buffer is cleared
         finished = self.version_success.get(self.policy_version, [])
         decision = self.plateau.observe(self.policy_version, sum(finished), len(finished))
         if decision is not None:
@@ -305,6 +313,8 @@ class CoordinatorNode(Node):
             episodes_total=self.episodes_total,
             best_policy_version=self.plateau.best_version,
             best_success_rate=max(self.best_rate, 0.0),
+            buffer_samples=self.buffer_samples,
+            buffer_capacity=self.buffer_capacity,
         )
         msg.header.stamp = self.get_clock().now().to_msg()
         everything = []

@@ -115,6 +115,7 @@ def deployment(template: Path, out: Path, ckpt: dict[str, Path]) -> Path:
     params["/**/steps_to_go"]["ros__parameters"]["model.checkpoint"] = str(ckpt["reward"])
     params["/**/policy"]["ros__parameters"]["model.checkpoint"] = str(ckpt["policy"])
     params["/**/episode_recorder"]["ros__parameters"]["recorder.output_dir"] = str(out / "bags")
+    params["/**/actor"]["ros__parameters"]["learner.spool_dir"] = str(out / "actor_spool")
     learner = params["/learner"]["ros__parameters"]
     learner["model.policy_checkpoint"] = str(ckpt["policy"])
     learner["output_dir"] = str(out / "learner")

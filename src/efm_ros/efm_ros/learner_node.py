@@ -1,17 +1,22 @@
 """``learner``: the offboard Stage 2 learner (paper Algorithm 1 outer loop, Appendix J).
 
-Receives LabelledEpisodes on ``/learner/episodes``; each one is validated (lengths, finite
-numbers, returns consistent with the steps-to-go labels, current policy version), written
-to a spool folder and only then acknowledged on ``/learner/acks`` (actors re-send until
-acknowledged). At N x B samples it asks the coordinator to pause, runs N REINFORCE updates
-``-c R_t log pi(a_t|o_t,g)`` over minibatches drawn without replacement, writes the
-checkpoint ``policy/v<k>`` (safetensors + JSON + sha256), publishes WeightsUpdate on
-``/learner/weights`` (latched), clears buffer and spool, and resumes collection.
+Receives LabelledEpisodes on ``/learner/episodes``; each one is validated (a safe id,
+lengths, finite numbers, returns consistent with the steps-to-go labels, current policy
+version), written to a spool folder (fsynced) and only then acknowledged on
+``/learner/acks`` with an EpisodeAck: ACCEPTED, DUPLICATE or REJECTED with its reason
+(actors re-send until they get one). At N x B samples it asks the coordinator to pause,
+runs N REINFORCE updates ``-c R_t log pi(a_t|o_t,g)`` over minibatches drawn without
+replacement, writes the checkpoint ``policy/v<k>`` (safetensors + JSON + sha256),
+publishes WeightsUpdate on ``/learner/weights`` (latched), clears buffer and spool, and
+resumes collection. Episodes of version k that arrive while round k trains are refused as
+stale (Algorithm 1 learns each round from the version that acted; the surplus of a round
+is discarded there too), so the actor counts them as discarded with that reason.
 
-Exactly once: every accepted episode id is appended to ``seen_episode_ids.txt`` before it
-is acknowledged; duplicates are acknowledged and dropped. Restarted, the learner loads its
-newest ``policy/v<k>`` (optimizer state included) and re-fills the buffer from the spool,
-so an episode received before a crash is neither lost nor used twice.
+Exactly once: every accepted episode id is appended to ``seen_episode_ids.txt`` (fsynced)
+before it is acknowledged; duplicates are acknowledged as such and dropped. Restarted,
+even after ``kill -9``, the learner loads its newest ``policy/v<k>`` (optimizer state
+included) and re-fills the buffer from the spool, so an acknowledged episode is neither
+lost nor used twice. No field of a received message can raise out of a callback.
 """
 
 from __future__ import annotations
@@ -27,9 +32,8 @@ import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message, serialize_message
-from std_msgs.msg import String
 
-from efm_interfaces.msg import LabelledEpisode, WeightsUpdate
+from efm_interfaces.msg import EpisodeAck, LabelledEpisode, WeightsUpdate
 from efm_interfaces.srv import PracticeCommand
 from efm_learning.checkpoint import (
     CONFIG_FILE,
@@ -51,7 +55,7 @@ from efm_learning.distributed import (
 )
 from efm_learning.replay_buffer import EpisodeError, LabelledAdder, ReplayBuffer
 from efm_learning.self_improvement import reinforce_step, to_policy_batch
-from efm_ros.conversions import observation_arrays
+from efm_ros.conversions import check_episode_id, observation_arrays
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.model_host import model_input
 from efm_ros.node_set import load_params, node_params
@@ -278,7 +282,7 @@ class LearnerNode(Node):
         self.learning = False
         self.diag = Diagnostics(self)
 
-        self.ack_pub = self.create_publisher(String, "/learner/acks", RELIABLE)
+        self.ack_pub = self.create_publisher(EpisodeAck, "/learner/acks", RELIABLE)
         self.weights_pub = self.create_publisher(WeightsUpdate, "/learner/weights", LATCHED)
         self.create_subscription(LabelledEpisode, "/learner/episodes", self.on_episode, RELIABLE)
         self.coordinator = self.create_client(
@@ -299,56 +303,83 @@ class LearnerNode(Node):
     # -- episodes in ----------------------------------------------------------------------
     def on_episode(self, msg: LabelledEpisode) -> None:
         with self.lock:
-            accepted = self.accept(msg, from_spool=False)
-        self.ack_pub.publish(String(data=msg.episode_id))  # decided: never re-send it
-        if accepted:
+            outcome, reason = self.accept(msg, from_spool=False)
+            ack = EpisodeAck(
+                episode_id=msg.episode_id[:128], outcome=outcome, reason=reason[:500],
+                learner_version=self.version, buffer_samples=len(self.buffer),
+                buffer_capacity=self.capacity,
+            )
+        ack.header.stamp = self.get_clock().now().to_msg()
+        self.ack_pub.publish(ack)  # decided, whatever the outcome: never re-send it
+        if outcome == EpisodeAck.ACCEPTED:
             self.maybe_learn()
 
-    def accept(self, msg: LabelledEpisode, from_spool: bool) -> bool:
-        """Validate and add one episode (caller holds the lock)."""
-        if not msg.episode_id or "/" in msg.episode_id or msg.episode_id.startswith("."):
-            self.diag.reject("episode", f"bad episode id {msg.episode_id!r}")
-            return False
+    def accept(self, msg: LabelledEpisode, from_spool: bool) -> tuple[int, str]:
+        """Validate, spool (durably, before any acknowledgement) and add one episode; the
+        caller holds the lock. Nothing a sender put in the message can raise out of here."""
+        try:
+            check_episode_id(msg.episode_id)
+        except ValueError as error:
+            return self.refuse("episode", f"invalid: bad episode id: {error}")
         if msg.episode_id in self.seen and not from_spool:
             self.diag.count("episodes.duplicate")
-            return False
+            return EpisodeAck.DUPLICATE, ""
         if self.learning or msg.policy_version != self.version:
-            self.diag.reject(
+            # Algorithm 1 learns only from the version being trained; surplus episodes of
+            # a round (arriving while it trains) are refused, and the actor counts them
+            return self.refuse(
                 "stale",
-                f"{msg.episode_id}: policy v{msg.policy_version}, "
-                f"learner at v{self.version}{' (learning)' if self.learning else ''}",
+                f"stale: policy v{msg.policy_version}, learner "
+                f"{'training' if self.learning else 'collecting for'} v{self.version}",
             )
-            return False
         try:
             observations, tokens = unpack_episode(msg, self.model.num_action_tokens)
-            stats = self.adder.add(
-                observations,
-                tokens,
-                np.asarray(msg.steps_to_go),
-                np.asarray(msg.returns),
-                msg.gamma,
-            )
+            args = (observations, tokens, np.asarray(msg.steps_to_go), np.asarray(msg.returns))
+            stats = self.adder.check(*args, msg.gamma)
         except (EpisodeError, ValueError) as error:
-            self.diag.reject("episode", f"{msg.episode_id}: {error}")
-            return False
+            return self.refuse("episode", f"invalid: {error}")
         if not from_spool:
-            spool_file = self.spool / f"{msg.episode_id}.cdr"
-            tmp = spool_file.with_suffix(".tmp")
-            tmp.write_bytes(serialize_message(msg))
-            tmp.replace(spool_file)
-            self.seen.add(msg.episode_id)
-            with self.seen_path.open("a") as handle:
-                handle.write(msg.episode_id + "\n")
+            try:
+                self.spool_episode(msg)
+            except OSError as error:  # disk full, permissions: refuse it, keep learning
+                return self.refuse("spool", f"spool: {error}")
+        self.adder.add_checked(observations, tokens, stats)
         self.diag.count("episodes.accepted")
         self.diag.count("samples", stats.length)
-        return True
+        return EpisodeAck.ACCEPTED, ""
+
+    def refuse(self, kind: str, reason: str) -> tuple[int, str]:
+        self.diag.reject(kind, reason)
+        return EpisodeAck.REJECTED, reason
+
+    def spool_episode(self, msg: LabelledEpisode) -> None:
+        """Write the episode to the spool and its id to the seen list (fsynced): only
+        then may it be acknowledged."""
+        spool_file = self.spool / f"{msg.episode_id}.cdr"
+        tmp = spool_file.with_suffix(".tmp")
+        try:
+            with tmp.open("wb") as handle:
+                handle.write(serialize_message(msg))
+                handle.flush()
+                os.fsync(handle.fileno())
+            tmp.replace(spool_file)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        self.seen.add(msg.episode_id)
+        with self.seen_path.open("a") as handle:
+            handle.write(msg.episode_id + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def restore_spool(self) -> None:
         for path in sorted(self.spool.glob("*.cdr")):
             msg = deserialize_message(path.read_bytes(), LabelledEpisode)
             with self.lock:
-                if not self.accept(msg, from_spool=True):
+                if self.accept(msg, from_spool=True)[0] != EpisodeAck.ACCEPTED:
                     path.unlink()  # from an older policy version: already learned from
+                else:
+                    self.diag.count("episodes.restored")
 
     # -- learning -------------------------------------------------------------------------
     def maybe_learn(self) -> None:
