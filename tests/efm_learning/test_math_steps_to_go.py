@@ -88,3 +88,23 @@ def test_bad_labels_and_configs_are_refused():
         StepsToGoTokenizer(max_steps=10, num_bins=12)
     with pytest.raises(ValueError, match="bins must be"):
         tok.decode([50])
+
+
+def test_in_range_expectation_ignores_the_last_bin_and_agrees_in_numpy_and_torch():
+    """``expected_steps(in_range=True)``: the reward's d given that the goal is in range
+    (docs/PUSHTABLE.md); the full expectation (Eq. 1) counts the last bin."""
+    import torch
+
+    from efm_learning.steps_to_go import expected_steps
+
+    tok = language_table_steps_to_go()
+    values = np.asarray(tok.bin_values)
+    probs = np.zeros((2, tok.num_bins))
+    probs[0, 0], probs[0, -1] = 0.5, 0.5  # half "done", half "far / not this goal"
+    probs[1, 3] = 1.0
+    full = expected_steps(probs, values)
+    inside = expected_steps(probs, values, in_range=True)
+    np.testing.assert_allclose(full, [0.5 * values[0] + 0.5 * values[-1], values[3]])
+    np.testing.assert_allclose(inside, [values[0], values[3]])
+    as_torch = expected_steps(torch.tensor(probs), torch.tensor(values), in_range=True)
+    np.testing.assert_allclose(as_torch.numpy(), inside)

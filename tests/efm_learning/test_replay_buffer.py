@@ -82,3 +82,26 @@ def test_minibatches_without_replacement_then_clear():
         next(buffer.minibatches(5, 16, np.random.default_rng(0)))
     buffer.clear()
     assert buffer.num_samples == 0
+
+
+def test_in_range_rewards_use_the_in_range_steps_to_go(tmp_path):
+    """Adder(in_range=True) labels with d over every bin but the last
+    (improve.reward_steps_to_go: in_range); the default is the full expectation."""
+    import torch
+
+    from efm_learning.models import make_model
+
+    torch.manual_seed(0)
+    model = make_model({
+        "type": "mlp", "state_dim": 6, "hidden_size": 16, "num_layers": 2,
+        "action_tokenizer": {"type": "uniform", "action_dim": 2, "bins": 8, "low": -1.0,
+                             "high": 1.0},
+        "steps_to_go": {"max_steps": 20, "num_bins": 5},
+    })
+    episode = _episode(4)
+    obs = episode.observations
+    full = Adder(ReplayBuffer(), model, gamma=0.9).add(episode).steps_to_go
+    inside = Adder(ReplayBuffer(), model, gamma=0.9, in_range=True).add(episode).steps_to_go
+    np.testing.assert_allclose(full, model.predict_steps_to_go(obs))
+    np.testing.assert_allclose(inside, model.predict_steps_to_go(obs, in_range=True))
+    assert np.all(inside < full)  # the last bin holds the largest value

@@ -80,6 +80,51 @@ def test_service_matches_the_model_in_process(graph, tiny_checkpoint):
     assert response.model_sha256 == node.loaded.sha256
 
 
+def test_in_range_reward_d_with_the_full_expectation_for_success(ros_context, tiny_checkpoint):
+    """reward.steps_to_go: in_range publishes d over every bin but the last as
+    expected_steps (the actors' reward); success still reads the full expectation."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from efm_interfaces.srv import StepsToGo
+    from efm_learning.checkpoint import load_checkpoint
+    from efm_ros.steps_to_go_node import StepsToGoNode
+
+    node = StepsToGoNode(
+        context=ros_context,
+        parameter_overrides=[
+            Parameter("model.checkpoint", value=str(tiny_checkpoint)),
+            Parameter("success.threshold", value=50.0),
+            Parameter("reward.steps_to_go", value="in_range"),
+        ],
+    )
+    client = Node("test_client", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    executor.add_node(client)
+    try:
+        states = np.array([[0.0, 0.0], [0.1, -0.2], [0.3, 0.3]], dtype=np.float32)
+        model, _ = load_checkpoint(tiny_checkpoint)
+        inside = model.predict_steps_to_go({"observation.state": states}, in_range=True)
+        full = model.predict_steps_to_go({"observation.state": states})
+        assert np.all(inside < full)
+        # s between the two d of the first state: only the full expectation says "not yet"
+        s = float(inside[0] + full[0]) / 2
+        node.set_parameters([Parameter("success.threshold", value=s)])
+        request = StepsToGo.Request(observations=[_obs(x, i) for i, x in enumerate(states)])
+        response = _call(client, executor, request)
+        assert response.ok, response.message
+        np.testing.assert_allclose([p.expected_steps for p in response.predictions], inside,
+                                   rtol=1e-4)
+        assert [p.success for p in response.predictions] == list(full <= s)
+        assert not response.predictions[0].success
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        client.destroy_node()
+
+
 def test_bad_requests_are_refused_and_counted(graph):
     from efm_interfaces.srv import StepsToGo
 

@@ -13,11 +13,15 @@ def observation(
     image: np.ndarray | None = None,
     instruction: str = "",
     station: str = "station_0",
+    stamp=None,
 ):
-    """An efm_interfaces/Observation with a 2-D proprioception and an optional camera."""
+    """An efm_interfaces/Observation with a 2-D proprioception and an optional camera;
+    ``stamp``: a builtin_interfaces/Time or a node (stamped with its clock's now)."""
     from efm_ros.conversions import make_observation
 
     images = {} if image is None else {"top": image}
+    if stamp is not None and hasattr(stamp, "get_clock"):
+        stamp = stamp.get_clock().now().to_msg()
     return make_observation(
         station=station,
         step=step,
@@ -25,12 +29,16 @@ def observation(
         images=images,
         proprioception=list(state),
         proprio_names=["ee_x", "ee_y"],
+        stamp=stamp,
     )
 
 
-def write_tiny_checkpoint(path: Path, seed: int = 0, state_dim: int = 2) -> Path:
+def write_tiny_checkpoint(
+    path: Path, seed: int = 0, state_dim: int = 2, action_limit: float = 0.03
+) -> Path:
     """A small untrained ``mlp`` EFM over a ``state_dim`` state with 2-D actions in
-    [-0.03, 0.03] (PushTable's delta range) and 50 steps-to-go bins over 0..100."""
+    [-0.03, 0.03] (PushTable's delta range; ``action_limit`` widens it, for tests of the
+    clipping) and 50 steps-to-go bins over 0..100."""
     import torch
 
     from efm_learning.checkpoint import save_checkpoint
@@ -47,8 +55,8 @@ def write_tiny_checkpoint(path: Path, seed: int = 0, state_dim: int = 2) -> Path
                 "type": "uniform",
                 "action_dim": 2,
                 "bins": 32,
-                "low": -0.03,
-                "high": 0.03,
+                "low": -action_limit,
+                "high": action_limit,
             },
             "steps_to_go": {"max_steps": 100, "num_bins": 50},
         }

@@ -264,6 +264,11 @@ class ImproveConfig:
     #: length with failures counted as max_episode_steps, on the protocol's *tuning* tasks
     #: (for tuning only, never for a report; docs/EVALUATION.md)
     selection_metric: Literal["detector", "ground_truth"] = "ground_truth"
+    #: d behind the reward r = d_t - d_t+1 (Eq. 2): "expected" (Eq. 1, all bins) or
+    #: "in_range" (every bin but the last, renormalised: with goal-relabelled negatives the
+    #: last bin's flickering mass dominates the reward noise; docs/PUSHTABLE.md). The
+    #: success detector always uses the full expectation
+    reward_steps_to_go: Literal["expected", "in_range"] = "expected"
     #: stop after this many rounds without improvement (0 = never stop early;
     #: the paper stops at a success plateau, Section 6)
     patience: int = 0

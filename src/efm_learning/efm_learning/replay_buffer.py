@@ -128,10 +128,14 @@ class ReplayBuffer:
 class Adder:
     """Validates, labels (frozen reward model) and stores practice episodes."""
 
-    def __init__(self, buffer: ReplayBuffer, reward_model: EFM, gamma: float) -> None:
+    def __init__(
+        self, buffer: ReplayBuffer, reward_model: EFM, gamma: float, in_range: bool = False
+    ) -> None:
+        """``in_range``: rewards from d given the goal is in range (improve.reward_steps_to_go)."""
         self.buffer = buffer
         self.reward_model = reward_model
         self.gamma = gamma
+        self.in_range = in_range
         self.refused = 0
 
     @torch.no_grad()
@@ -143,7 +147,10 @@ class Adder:
         except EpisodeError:
             self.refused += 1
             raise
-        d = self.reward_model.predict_steps_to_go(episode.observations)
+        if self.in_range:
+            d = self.reward_model.predict_steps_to_go(episode.observations, in_range=True)
+        else:
+            d = self.reward_model.predict_steps_to_go(episode.observations)
         rewards = rewards_from_steps_to_go(d)
         returns = discounted_returns(rewards, self.gamma)
         t = episode.length

@@ -18,10 +18,29 @@ step the value is the count itself and ``d`` is exact.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from efm_learning.validation import finite_array
+
+
+def expected_steps(probs: Any, values: Any, in_range: bool = False) -> Any:
+    """d(o, g) = E[steps-to-go] from bin probabilities ``(..., bins)`` (Eq. 1); numpy or
+    torch alike.
+
+    ``in_range``: the expectation given that the goal is within range, over every bin but
+    the last. The last bin holds ">= max_steps" and, with goal-relabelled negatives
+    (``data.steps_to_go_negatives``), "this scene is not on the way to g"; its mass
+    flickers between frames, and as a reward (Eq. 2) it tripled the per-step reward noise
+    of PushTable practice (docs/PUSHTABLE.md). A departure from Eq. 1, used only for the
+    reward (``improve.reward_steps_to_go``); the success detector keeps the full
+    expectation.
+    """
+    if not in_range:
+        return probs @ values
+    inside = probs[..., :-1]
+    return (inside @ values[:-1]) / (inside.sum(-1) + 1e-12)
 
 
 @dataclass(frozen=True)

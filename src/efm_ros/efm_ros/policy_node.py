@@ -10,8 +10,9 @@ Modes (``mode`` parameter):
   same safety layer and watchdog as ``local``.
 
 Safety: actions are clipped to the embodiment's limits and to ``safety.max_change_per_tick``;
-when the newest observation is older than ``safety.observation_timeout_s`` the node publishes
-a hold command instead of motion; ``safety.dry_run`` computes actions but never publishes.
+when the newest observation's *stamp* is older than ``safety.observation_timeout_s`` (or
+that far in the future) the node publishes a hold command instead of motion, and it acts on
+each observation at most once; ``safety.dry_run`` computes actions but never publishes.
 ``control.trigger``: ``timer`` acts at ``control.rate_hz`` on the newest fresh observation
 (a real robot); ``observation`` acts once per new observation (lockstep experiments).
 """
@@ -19,7 +20,6 @@ a hold command instead of motion; ``safety.dry_run`` computes actions but never 
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -28,7 +28,7 @@ from std_msgs.msg import String, UInt64
 
 from efm_interfaces.msg import ActionCommand, Observation, WeightsUpdate
 from efm_interfaces.srv import GetAction
-from efm_ros.conversions import observation_arrays
+from efm_ros.conversions import observation_arrays, stamp_ns
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.embodiments import EMBODIMENTS, get_embodiment
 from efm_ros.model_host import (
@@ -108,7 +108,7 @@ class PolicyNode(Node):
         timeout = p.declare(
             "safety.observation_timeout_s",
             0.5,
-            "Hold when the newest observation is older than this [s].",
+            "Hold when the newest observation's stamp is older (or newer) than this by more [s].",
             min_value=0.0,
             on_change=lambda v: setattr(self.watchdog, "timeout_s", v),
         )
@@ -171,10 +171,25 @@ class PolicyNode(Node):
     def on_instruction(self, msg: String) -> None:
         self.topic_instruction = msg.data.strip()
 
+    def now_s(self) -> float:
+        """ROS time [s]: the clock observation stamps are compared with."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def on_observation(self, msg: Observation) -> None:
+        if self.mode == "remote_server":
+            return  # a server answers GetAction requests, not this station topic
+        stamp = stamp_ns(msg) * 1e-9
+        if stamp - self.now_s() > self.watchdog.timeout_s:
+            # not kept as the newest: it would make every true frame look out of order
+            self.diag.reject("observation", "stamp in the future (clocks not synchronised?)")
+            self.hold("observation stamped in the future")
+            return
+        if self.watchdog.last_stamp is not None and stamp < self.watchdog.last_stamp:
+            self.diag.reject("observation", "stamp older than the newest observation")
+            return
         self.latest = msg
-        self.watchdog.feed(time.monotonic())
-        if self.trigger == "observation" and self.mode != "remote_server":
+        self.watchdog.feed(stamp)
+        if self.trigger == "observation":
             self.on_tick()
 
     def on_weights(self, msg: WeightsUpdate) -> None:
@@ -225,13 +240,16 @@ class PolicyNode(Node):
         return tokens[0], chunk, loaded.version
 
     def on_tick(self) -> None:
-        now = time.monotonic()
         msg = self.latest
-        if msg is None or not self.watchdog.fresh(now):
-            self.hold("stale observation" if msg is not None else "no observation yet")
+        if msg is None or not self.watchdog.fresh(self.now_s()):
+            self.hold(self.stale_reason())
             return
-        key = (msg.station, msg.step, msg.header.stamp.nanosec + msg.header.stamp.sec * 10**9)
-        if self.trigger == "observation" and key == self.acted_on_step:
+        key = (msg.station, msg.step, stamp_ns(msg))
+        if key == self.acted_on_step:
+            # Each observation is answered once, in both triggers: re-acting on one frame
+            # (a timer faster than the camera, a frozen camera) would move the robot on
+            # input the actor cannot pair with an action (issue 17, defect 3).
+            self.diag.count("ticks.no_new_observation")
             return
         self.acted_on_step = key
         if not self.instruction_for(msg):
@@ -249,10 +267,26 @@ class PolicyNode(Node):
         self.send(msg, chunk, version)
 
     def on_watchdog(self) -> None:
-        if not self.watchdog.fresh(time.monotonic()):
-            self.hold("stale observation" if self.latest is not None else "no observation yet")
+        if not self.watchdog.fresh(self.now_s()):
+            self.hold(self.stale_reason())
 
-    def send(self, msg: Observation, chunk: np.ndarray, version: int) -> None:
+    def stale_reason(self) -> str:
+        if self.latest is None:
+            return "no observation yet"
+        return f"stale observation (stamp {self.watchdog.age(self.now_s()):+.3f} s old)"
+
+    def send(
+        self,
+        msg: Observation,
+        chunk: np.ndarray,
+        version: int,
+        remote_tokens: list[int] | None = None,
+    ) -> None:
+        """Limit, tokenize and publish one action. Local: the tokens of the action that is
+        executed (after the safety layer). remote_client (Appendix J.1): the server's
+        tokens, which the learner needs (issue 17, defect 1); where this station's rate
+        limit changed the action they are the server's proposal, counted as
+        ``remote.limited_after_tokenizing``."""
         try:
             safe = self.safety.limit(chunk)
         except ValueError as error:
@@ -273,6 +307,10 @@ class PolicyNode(Node):
                 safe.reshape(1, *self._action_shape()).astype(np.float32)
             )
             command.action_tokens = np.asarray(tokens).ravel().astype(np.uint16).tolist()
+        elif remote_tokens is not None:
+            command.action_tokens = [int(t) for t in remote_tokens]
+            if not np.allclose(safe, chunk, atol=1e-6):
+                self.diag.count("remote.limited_after_tokenizing")
         command.header.stamp = msg.header.stamp  # pairs the action with its observation
         command.header.frame_id = msg.header.frame_id
         self.holding = False
@@ -326,7 +364,7 @@ class PolicyNode(Node):
             self.diag.reject("remote", response.message if response else "no response")
             self.hold("remote policy refused")
             return
-        if not self.watchdog.fresh(time.monotonic()):
+        if not self.watchdog.fresh(self.now_s()):
             self.hold("answer arrived after the observation went stale")
             return
         try:
@@ -335,7 +373,11 @@ class PolicyNode(Node):
             self.diag.reject("remote", str(error))
             self.hold("bad remote command")
             return
-        self.send(msg, chunk, int(response.command.policy_version))
+        if not response.action_tokens:
+            self.diag.reject("remote", "answer without action_tokens: nothing to learn from")
+            self.hold("remote answer without action tokens")
+            return
+        self.send(msg, chunk, int(response.command.policy_version), list(response.action_tokens))
 
     def on_get_action(self, request: GetAction.Request, response: GetAction.Response):
         try:

@@ -3,7 +3,7 @@
 Pure numpy, so it is tested without ROS and the policy node only wires it in:
 * :meth:`SafetyLimits.limit` clips a chunk to the embodiment's limits and bounds the change
   between consecutive actions (``max_change_per_tick`` per dof; 0 disables it);
-* :class:`Watchdog` says whether the newest observation is too old to act on.
+* :class:`Watchdog` says whether the newest observation (by its stamp) is too old to act on.
 """
 
 from __future__ import annotations
@@ -50,14 +50,24 @@ class SafetyLimits:
 
 @dataclass
 class Watchdog:
-    """Stale-observation detector: ``fresh(now)`` is False when nothing arrived within
-    ``timeout_s`` (times in seconds, any monotonic clock)."""
+    """Stale-observation detector on the observation's own stamp (issue 17, defect 3).
+
+    ``feed(stamp)`` records the capture time of the newest observation; ``fresh(now)`` is
+    False when that stamp is more than ``timeout_s`` old, or more than ``timeout_s`` in the
+    future (a clock that jumped, or a publisher whose clock is not synchronised). Arrival
+    time is not used: a frozen camera that keeps re-sending one frame, or a frame that
+    waited in a queue, is stale however recently it arrived. Times in seconds on the
+    stamps' clock (ROS time).
+    """
 
     timeout_s: float
-    last_seen: float | None = None
+    last_stamp: float | None = None
 
-    def feed(self, now: float) -> None:
-        self.last_seen = now
+    def feed(self, stamp: float) -> None:
+        self.last_stamp = stamp
+
+    def age(self, now: float) -> float:
+        return float("inf") if self.last_stamp is None else now - self.last_stamp
 
     def fresh(self, now: float) -> bool:
-        return self.last_seen is not None and now - self.last_seen <= self.timeout_s
+        return self.last_stamp is not None and abs(now - self.last_stamp) <= self.timeout_s

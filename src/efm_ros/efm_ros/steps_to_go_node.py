@@ -18,6 +18,7 @@ from visualization_msgs.msg import MarkerArray
 
 from efm_interfaces.msg import Observation, StepsToGoPrediction
 from efm_interfaces.srv import StepsToGo
+from efm_learning.steps_to_go import expected_steps
 from efm_learning.success_detector import SuccessDetector
 from efm_ros.conversions import image_to_msg, observation_arrays
 from efm_ros.diagnostics import Diagnostics
@@ -56,6 +57,15 @@ class StepsToGoNode(Node):
             "s of the success detector d <= s [steps].",
             min_value=0.0,
             on_change=lambda v: setattr(self, "detector", SuccessDetector(v)),
+        )
+        self.reward_d = p.declare(
+            "reward.steps_to_go",
+            "expected",
+            "d published as expected_steps, the actors' reward r = d_t - d_t+1 (Eq. 2): "
+            "'expected' (Eq. 1) or 'in_range' (every bin but the last; docs/PUSHTABLE.md). "
+            "success always uses the full expectation.",
+            read_only=True,
+            choices=("expected", "in_range"),
         )
         self.max_batch = p.declare(
             "service.max_batch", 256, "Largest StepsToGo batch.", min_value=1, max_value=4096
@@ -96,17 +106,22 @@ class StepsToGoNode(Node):
             self.create_timer(1.0 / rate, self.on_tick)
         self.get_logger().info(
             f"steps_to_go ready: {self.loaded.path} (v{version}, sha {self.loaded.sha256[:12]}), "
-            f"s={threshold}"
+            f"s={threshold}, reward d: {self.reward_d}"
         )
 
-    def score(self, arrays: list[dict], instruction: str | None) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities (B, bins), d (B,)) for validated observation arrays."""
+    def score(
+        self, arrays: list[dict], instruction: str | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probabilities (B, bins), reward d (B,), detector success (B,)) for validated
+        observation arrays; the detector always reads the full expectation (Eq. 3)."""
         import torch
 
         batch = self.model.prepare_observations(model_input(arrays, instruction))
         with torch.no_grad():
             probs = self.model.steps_to_go_probs(batch).double().cpu().numpy()
-        return probs, probs @ self.bin_values
+        success = self.detector(expected_steps(probs, self.bin_values))
+        d = expected_steps(probs, self.bin_values, in_range=self.reward_d == "in_range")
+        return probs, d, success
 
     def on_request(self, request: StepsToGo.Request, response: StepsToGo.Response):
         response.bin_values = self.bin_values.astype(np.float32).tolist()
@@ -121,14 +136,14 @@ class StepsToGoNode(Node):
         try:
             arrays = [observation_arrays(obs) for obs in request.observations]
             if arrays:
-                probs, d = self.score(arrays, request.instruction or None)
+                probs, d, success = self.score(arrays, request.instruction or None)
             else:
                 probs, d = np.zeros((0, self.bin_values.size)), np.zeros(0)
+                success = np.zeros(0, dtype=bool)
         except ValueError as error:
             response.ok, response.message = False, str(error)
             self.diag.reject("observation", str(error))
             return response
-        success = self.detector(d)
         response.ok = True
         response.predictions = [
             self.prediction(obs, p, v, s)
@@ -161,11 +176,11 @@ class StepsToGoNode(Node):
             return
         try:
             arrays = observation_arrays(obs)
-            probs, d = self.score([arrays], None)
+            probs, d, fired = self.score([arrays], None)
         except ValueError as error:
             self.diag.reject("observation", str(error))
             return
-        success = bool(self.detector(d)[0])
+        success = bool(fired[0])
         self.prediction_pub.publish(self.prediction(obs, probs[0], d[0], success, True))
         self.diag.count("predictions")
         if not self.viz:

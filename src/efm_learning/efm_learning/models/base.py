@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from efm_learning.config import ConfigError
-from efm_learning.steps_to_go import StepsToGoTokenizer
+from efm_learning.steps_to_go import StepsToGoTokenizer, expected_steps
 from efm_learning.tokenizers import (
     ActionTokenizer,
     LanguageTableActionTokenizer,
@@ -211,9 +211,10 @@ class EFM(nn.Module, abc.ABC):
     def steps_to_go_probs(self, batch: Batch) -> torch.Tensor:
         return F.softmax(self.steps_to_go_logits(batch), dim=-1)
 
-    def expected_steps_to_go(self, batch: Batch) -> torch.Tensor:
-        """d(o, g) = E[steps-to-go] under the model (paper Eq. 1), ``(B,)``."""
-        return self.steps_to_go_probs(batch) @ self._steps_to_go_values
+    def expected_steps_to_go(self, batch: Batch, in_range: bool = False) -> torch.Tensor:
+        """d(o, g) = E[steps-to-go] under the model (paper Eq. 1), ``(B,)``; ``in_range``:
+        over every bin but the last (efm_learning.steps_to_go.expected_steps)."""
+        return expected_steps(self.steps_to_go_probs(batch), self._steps_to_go_values, in_range)
 
     def encode_steps_to_go(self, steps: np.ndarray) -> np.ndarray:
         """Bin index (Stage 1 label) of each remaining-step count."""
@@ -276,10 +277,13 @@ class EFM(nn.Module, abc.ABC):
         return tokens.cpu().numpy(), self.decode_actions(tokens)
 
     @torch.no_grad()
-    def predict_steps_to_go(self, observations: Mapping[str, Any]) -> np.ndarray:
-        """d(o, g) for stacked numpy observations, float64 ``(B,)``."""
+    def predict_steps_to_go(
+        self, observations: Mapping[str, Any], in_range: bool = False
+    ) -> np.ndarray:
+        """d(o, g) for stacked numpy observations, float64 ``(B,)`` (``in_range``: see
+        :meth:`expected_steps_to_go`)."""
         batch = self.prepare_observations(observations)
-        return self.expected_steps_to_go(batch).double().cpu().numpy()
+        return self.expected_steps_to_go(batch, in_range).double().cpu().numpy()
 
 
 def stack_observations(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
