@@ -82,3 +82,50 @@ def test_overwrite_is_atomic_and_trainer_state_round_trips(tmp_path):
         if p1 in opt.state:
             torch.testing.assert_close(opt.state[p1]["exp_avg"], opt2.state[p2]["exp_avg"])
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("*.pkl"))
+
+
+def test_trainer_state_not_listed_in_the_sums_is_refused(tmp_path):
+    """Trainer-state files dropped next to a verified checkpoint (or left out of its sums)
+    are refused, never loaded (issue 17, defect 7)."""
+    save_checkpoint(tmp_path / "ck", tiny_mlp())
+    assert load_trainer_state(tmp_path / "ck") is None
+    other = tmp_path / "other"
+    save_checkpoint(other, tiny_mlp(), trainer_state=TrainerState(values={"step": 99}))
+    for name in ("trainer_state.safetensors", "trainer_state.json"):
+        (tmp_path / "ck" / name).write_bytes((other / name).read_bytes())
+    with pytest.raises(ChecksumError, match="not listed"):
+        load_trainer_state(tmp_path / "ck")
+    load_checkpoint(tmp_path / "ck")  # the weights themselves are still fine
+
+
+def test_weights_swapped_after_the_check_are_not_the_ones_loaded(tmp_path, monkeypatch):
+    """Time of check = time of use: the file is replaced right after its digest was taken;
+    the model loaded is still the verified one (before: verified, then read again)."""
+    import efm_learning.checkpoint as checkpoint
+
+    good, evil = tiny_mlp(), tiny_mlp()
+    with torch.no_grad():
+        for p in evil.parameters():
+            p.add_(1.0)
+    save_checkpoint(tmp_path / "ck", good)
+    save_checkpoint(tmp_path / "evil", evil)
+    weights = tmp_path / "ck" / "model.safetensors"
+    original = weights.read_bytes()
+    real_digest = checkpoint._digest
+
+    def digest_then_swap(data: bytes) -> str:
+        out = real_digest(data)
+        if data == original:  # the weights were just checked: swap them on disk now
+            weights.write_bytes((tmp_path / "evil" / "model.safetensors").read_bytes())
+        return out
+
+    monkeypatch.setattr(checkpoint, "_digest", digest_then_swap)
+    loaded, _ = load_checkpoint(tmp_path / "ck")
+    a, b = good.prepare_observations(OBS), loaded.prepare_observations(OBS)
+    torch.testing.assert_close(good.action_logits(a), loaded.action_logits(b))
+
+
+def test_expected_model_digest_is_checked_on_the_loaded_bytes(tmp_path):
+    save_checkpoint(tmp_path / "ck", tiny_mlp())
+    with pytest.raises(ChecksumError, match="refusing it"):
+        load_checkpoint(tmp_path / "ck", expected_model_sha256="0" * 64)

@@ -10,8 +10,9 @@ A checkpoint is a directory::
     SHA256SUMS               "<sha256>  <file>" for every file above
 
 It is written to a temporary directory and renamed into place, so an interrupted save
-never replaces the last good checkpoint. :func:`load_checkpoint` verifies every sum
-first and refuses a mismatch with :class:`ChecksumError`.
+never replaces the last good checkpoint. :func:`load_checkpoint` reads each file once,
+checks those bytes against SHA256SUMS and parses the same bytes; a mismatch, or a file
+the sums do not list, is refused with :class:`ChecksumError`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save_file, save_model
 
 from efm_learning.models import EFM, make_model, model_config_from_dict, model_config_to_dict
 
@@ -97,9 +99,8 @@ def save_checkpoint(
     return path
 
 
-def verify_checkpoint(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Check every file listed in SHA256SUMS; raise ChecksumError on any mismatch."""
-    path = Path(path)
+def _listed_sums(path: Path) -> dict[str, str]:
+    """SHA256SUMS of checkpoint ``path`` as {file: digest}; it must list weights and config."""
     sums_path = path / SUMS_FILE
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist")
@@ -112,24 +113,57 @@ def verify_checkpoint(path: str | os.PathLike[str]) -> dict[str, str]:
     for required in (MODEL_FILE, CONFIG_FILE):
         if required not in expected:
             raise ChecksumError(f"{path}: {SUMS_FILE} does not list {required}")
+    return expected
+
+
+def _mismatch(path: Path, name: str, actual: str, digest: str) -> ChecksumError:
+    return ChecksumError(
+        f"{path}: sha256 of {name} is {actual[:16]}..., expected {digest[:16]}...; "
+        "the checkpoint is corrupt or was modified, refusing to load it"
+    )
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_verified(path: Path, names: list[str]) -> tuple[dict[str, str], dict[str, bytes]]:
+    """``(sums, {name: bytes})``: each file read once, checked against SHA256SUMS, and the
+    checked bytes are what the caller parses. No time-of-check / time-of-use gap: a file
+    replaced after the check is never the one loaded (issue 17, defect 7). A file the sums
+    do not list is refused."""
+    expected = _listed_sums(path)
+    out: dict[str, bytes] = {}
+    for name in names:
+        if name not in expected:
+            raise ChecksumError(f"{path}: {name} is not listed in {SUMS_FILE}; refusing it")
+        file = path / name
+        if not file.is_file():
+            raise ChecksumError(f"{path}: {name} listed in {SUMS_FILE} is missing")
+        data = file.read_bytes()
+        actual = _digest(data)
+        if actual != expected[name]:
+            raise _mismatch(path, name, actual, expected[name])
+        out[name] = data
+    return expected, out
+
+
+def verify_checkpoint(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Check every file listed in SHA256SUMS; raise ChecksumError on any mismatch."""
+    path = Path(path)
+    expected = _listed_sums(path)
     for name, digest in expected.items():
         file = path / name
         if not file.is_file():
             raise ChecksumError(f"{path}: {name} listed in {SUMS_FILE} is missing")
         actual = sha256_file(file)
         if actual != digest:
-            raise ChecksumError(
-                f"{path}: sha256 of {name} is {actual[:16]}..., expected {digest[:16]}...; "
-                "the checkpoint is corrupt or was modified, refusing to load it"
-            )
+            raise _mismatch(path, name, actual, digest)
     return expected
 
 
-def read_checkpoint_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The verified config.json of a checkpoint."""
-    path = Path(path)
-    verify_checkpoint(path)
-    config = json.loads((path / CONFIG_FILE).read_text())
+def _parse_config(path: Path, data: bytes) -> dict[str, Any]:
+    config = json.loads(data)
     if config.get("format") != FORMAT or config.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(
             f"{path}: not an efm checkpoint of schema version {SCHEMA_VERSION} "
@@ -138,31 +172,64 @@ def read_checkpoint_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return config
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu"
-) -> tuple[EFM, dict[str, Any]]:
-    """Verify and load a checkpoint; returns ``(model, metadata)``."""
+def read_checkpoint_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The verified config.json of a checkpoint."""
     path = Path(path)
-    config = read_checkpoint_config(path)
-    model = make_model(model_config_from_dict(config["model"]))
-    missing, unexpected = load_model(model, str(path / MODEL_FILE), strict=False)
+    _, data = read_verified(path, [CONFIG_FILE])
+    return _parse_config(path, data[CONFIG_FILE])
+
+
+def _load_weights(model: EFM, path: Path, data: bytes) -> None:
+    """Load verified safetensors bytes into ``model``; names a tied tensor shares with a
+    loaded one may be absent (safetensors stores each shared tensor once)."""
+    state = safetensors_load(data)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    groups: dict[int, set[str]] = {}
+    for name, tensor in model.state_dict().items():
+        groups.setdefault(tensor.data_ptr(), set()).add(name)
+    missing = [m for m in missing if not any(
+        m in group and group & state.keys() for group in groups.values()
+    )]
     if missing or unexpected:
         raise ValueError(
-            f"{path}: weights do not match the {config['model']['type']} model "
+            f"{path}: weights do not match the {model.config.type} model "
             f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
         )
-    return model.to(device), config.get("metadata", {})
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    expected_model_sha256: str = "",
+) -> tuple[EFM, dict[str, Any]]:
+    """Verify and load a checkpoint; returns ``(model, metadata)``. With
+    ``expected_model_sha256`` the weights must also have that digest (a WeightsUpdate's)."""
+    path = Path(path)
+    sums, data = read_verified(path, [CONFIG_FILE, MODEL_FILE])
+    if expected_model_sha256 and sums[MODEL_FILE] != expected_model_sha256.lower():
+        raise ChecksumError(
+            f"{path}: sha256 of {MODEL_FILE} is {sums[MODEL_FILE][:16]}..., expected "
+            f"{expected_model_sha256[:16]}...; refusing it"
+        )
+    config = _parse_config(path, data[CONFIG_FILE])
+    model = make_model(model_config_from_dict(config["model"]))
+    _load_weights(model, path, data[MODEL_FILE])
+    metadata = dict(config.get("metadata", {}))
+    return model.to(device), metadata
 
 
 def load_trainer_state(path: str | os.PathLike[str]) -> TrainerState | None:
-    """The verified resume state of a checkpoint, or None if it has none."""
+    """The verified resume state of a checkpoint, or None if it has none. Trainer-state
+    files that SHA256SUMS does not list are refused, not loaded (issue 17, defect 7)."""
     path = Path(path)
-    verify_checkpoint(path)
-    if not (path / STATE_TENSORS_FILE).is_file():
+    on_disk = [n for n in (STATE_TENSORS_FILE, STATE_JSON_FILE) if (path / n).exists()]
+    if not on_disk:
+        _listed_sums(path)
         return None
+    _, data = read_verified(path, [STATE_TENSORS_FILE, STATE_JSON_FILE])
     return TrainerState(
-        tensors=load_file(str(path / STATE_TENSORS_FILE)),
-        values=json.loads((path / STATE_JSON_FILE).read_text()),
+        tensors=safetensors_load(data[STATE_TENSORS_FILE]),
+        values=json.loads(data[STATE_JSON_FILE]),
     )
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from efm_learning.checkpoint import MODEL_FILE, load_checkpoint, sha256_file
+from efm_learning.checkpoint import MODEL_FILE, load_checkpoint, read_verified
 from efm_sim import keys
 
 
@@ -70,13 +70,10 @@ def declare_torch_threads(params: Any) -> None:
 def load_verified(uri: str, version: int = 0, expected_sha256: str = "") -> LoadedModel:
     """Verify and load a checkpoint; refuse it if ``expected_sha256`` is given and differs."""
     path = checkpoint_path(uri)
-    model, metadata = load_checkpoint(path)  # verifies SHA256SUMS first
-    digest = sha256_file(path / MODEL_FILE)
-    if expected_sha256 and digest != expected_sha256.lower():
-        raise ValueError(
-            f"{path}: sha256 of {MODEL_FILE} is {digest[:16]}..., the update announced "
-            f"{expected_sha256[:16]}...; refusing it"
-        )
+    # the bytes checked are the bytes loaded (efm_learning.checkpoint.read_verified); a
+    # ChecksumError is a ValueError
+    model, metadata = load_checkpoint(path, expected_model_sha256=expected_sha256)
+    digest = expected_sha256.lower() or read_verified(path, [])[0][MODEL_FILE]  # for display
     model.eval()
     return LoadedModel(model, int(version), digest, path, metadata)
 
