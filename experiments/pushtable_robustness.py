@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="plateau rule: stop after this many versions without a gain")
     p.add_argument("--test-tasks", type=int, default=300, help="report tasks per measurement")
     p.add_argument("--out", default="runs/robust")
+    p.add_argument("--reuse-stage1", action="append", default=[], metavar="SEED=DIR",
+                   help="take this Stage 1 seed's checkpoints from DIR (e.g. the shipped "
+                        "release, 3=checkpoints/pushtable) instead of training it")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return p
 
@@ -56,12 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     echo = Progress("pushtable_robustness")
     out = Path(args.out)
     tasks = task_seeds("report", args.test_tasks)
+    reuse = {}
+    for item in args.reuse_stage1:
+        seed, _, folder = item.partition("=")
+        if not seed.isdigit() or not folder:
+            raise SystemExit(f"--reuse-stage1 takes SEED=DIR, got {item!r}")
+        reuse[int(seed)] = folder
     rows = []
     for s1 in args.stage1_seeds:
         cfg = load_experiment_config(args.config, [
             *GT_FREE, f"improve.rounds={args.rounds}", f"improve.patience={args.patience}",
             *args.overrides, f"seed={s1}", f"run_dir={out / f's{s1}'}", "num_threads=1"])
-        policy, reward, _ = stage1_checkpoints(cfg, None, echo)
+        policy, reward, _ = stage1_checkpoints(cfg, reuse.get(s1), echo)
         before = evaluate_checkpoint(cfg, policy, tasks, out / f"s{s1}" / "eval_stage1.json",
                                      echo)
         for s2 in args.stage2_seeds:

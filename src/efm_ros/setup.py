@@ -30,6 +30,7 @@ setup(
             "coordinator = efm_ros.coordinator_node:main",
             "bringup = efm_ros.bringup:main",
             "compose = efm_ros.compose:main",
+            "efm-fleet-key = efm_ros.fleet_auth:main",
         ]
     },
 )

@@ -21,7 +21,14 @@ def practice_yaml(
     threshold: float = 0.0,
 ) -> Path:
     """Write a parameter file; ``threshold`` 0 makes the detector (almost) never fire, so
-    episodes run to ``max_steps`` and sizes are predictable."""
+    episodes run to ``max_steps`` and sizes are predictable. The graph is authenticated
+    with a fleet key (efm_ros.fleet_auth) written next to the file."""
+    from efm_ros.fleet_auth import write_key
+
+    key = path.parent / "fleet.key"
+    if not key.exists():
+        write_key(key)
+    secure = {"security.fleet_key_file": str(key)}
     station = {
         "/**/sim_robot": {
             "sim.env": "pushtable",
@@ -46,12 +53,15 @@ def practice_yaml(
             "model.checkpoint": str(checkpoint),
             "control.trigger": "observation",
             "safety.observation_timeout_s": 2.0,
+            "weights.allowed_dir": str(run_dir / "learner" / "policy"),
+            **secure,
         },
         "/**/episode_recorder": {"recorder.output_dir": str(run_dir / "bags")},
         "/**/actor": {
             "episode.max_steps": max_steps,
             "learner.resend_s": 0.5,
             "learner.spool_dir": str(run_dir / "actor_spool"),
+            **secure,
         },
     }
     params = {k: {"ros__parameters": v} for k, v in station.items()}
@@ -61,6 +71,7 @@ def practice_yaml(
             "output_dir": str(run_dir / "learner"),
             "improve.updates_per_round": updates,
             "improve.batch_size": batch,
+            **secure,
         }
     }
     params["/coordinator"] = {
@@ -68,6 +79,7 @@ def practice_yaml(
             "stations": list(stations),
             "budget.episodes": budget,
             "station.lost_after_s": 3.0,
+            **secure,
         }
     }
     path.write_text(yaml.safe_dump(params))

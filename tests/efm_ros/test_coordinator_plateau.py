@@ -86,3 +86,43 @@ def test_practice_stops_at_a_detector_plateau_and_keeps_the_best_version(ros_con
         executor.shutdown()
         coordinator.destroy_node()
         fake.destroy_node()
+
+
+def test_status_reports_the_learners_buffer_from_its_acks(ros_context):
+    """PracticeStatus.buffer_samples / buffer_capacity come from the learner's latest
+    EpisodeAck and drop to 0 when a new version is published (issue 17, defect 10: they
+    were documented and always 0)."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from efm_interfaces.msg import EpisodeAck, PracticeStatus, WeightsUpdate
+    from efm_ros.coordinator_node import CoordinatorNode
+    from efm_ros.qos import LATCHED, RELIABLE
+
+    coordinator = CoordinatorNode(
+        context=ros_context,
+        parameter_overrides=[Parameter("stations", value=["station_0"]),
+                             Parameter("status.rate_hz", value=20.0)],
+    )
+    fake = Node("fake_learner", context=ros_context)
+    acks = fake.create_publisher(EpisodeAck, "/learner/acks", RELIABLE)
+    weights = fake.create_publisher(WeightsUpdate, "/learner/weights", LATCHED)
+    statuses: list[PracticeStatus] = []
+    fake.create_subscription(PracticeStatus, "/practice/status", statuses.append, LATCHED)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(coordinator)
+    executor.add_node(fake)
+    try:
+        assert spin_until(executor, lambda: acks.get_subscription_count() > 0)
+        acks.publish(EpisodeAck(episode_id="e-1", outcome=EpisodeAck.ACCEPTED,
+                                learner_version=0, buffer_samples=120, buffer_capacity=1024))
+        assert spin_until(executor, lambda: statuses and statuses[-1].buffer_samples == 120)
+        assert statuses[-1].buffer_capacity == 1024
+        weights.publish(WeightsUpdate(version=1, uri="file:///x", sha256="a" * 64))
+        assert spin_until(executor, lambda: statuses[-1].policy_version == 1)
+        assert spin_until(executor, lambda: statuses[-1].buffer_samples == 0)
+    finally:
+        executor.shutdown()
+        coordinator.destroy_node()
+        fake.destroy_node()

@@ -84,11 +84,31 @@ def test_launch_files(name):
             "launch_ros is not installable from PyPI; launch files run on robot "
             "computers with a ROS 2 install (see PLATFORM.md)"
         )
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.utilities import perform_substitutions
+    from launch_ros.actions import Node
+
     spec = importlib.util.spec_from_file_location("efm_launch", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
-    assert description.entities
+    # Evaluate it as `ros2 launch` would: arguments at their defaults, then the
+    # OpaqueFunction, whose launch_nodes() builds the node actions (issue 17, defect 11:
+    # the test used to stop at the description and never called it).
+    context = LaunchContext()
+    actions = []
+    for entity in description.entities:
+        if isinstance(entity, DeclareLaunchArgument):
+            context.launch_configurations[entity.name] = perform_substitutions(
+                context, entity.default_value
+            )
+        elif isinstance(entity, OpaqueFunction):
+            actions.extend(entity.execute(context) or [])
+    params = context.launch_configurations["params_file"]
+    expected = practice_nodes(load_params(params), sim=name.startswith("sim"))
+    nodes = [a for a in actions if isinstance(a, Node)]
+    assert len(nodes) == len(expected) > 0, (len(nodes), [s.name for s in expected])
 
 
 def test_demo_writes_its_own_deployment(tmp_path):

@@ -49,6 +49,7 @@ from efm_learning.returns import PAPER_GAMMA, discounted_returns
 from efm_learning.reward import rewards_from_steps_to_go
 from efm_ros.conversions import check_episode_id, parse_episode_event, stamp_ns
 from efm_ros.diagnostics import Diagnostics
+from efm_ros.fleet_auth import declare_fleet_key, sign, verify
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
 from efm_ros.spin import NodeEntry, StreamNode, run_node
@@ -191,6 +192,7 @@ class ActorNode(Node):
         self.busy = False
         self.shutting_down = False
         self.unacked: dict[str, LabelledEpisode] = {}
+        self.fleet_key = declare_fleet_key(p, self.get_logger())
         self.spool = Path(spool_dir) / self.station if spool_dir else None
         self.counter = 0
         self.policy_version = 0
@@ -267,6 +269,9 @@ class ActorNode(Node):
 
     def on_ack(self, msg: EpisodeAck) -> None:
         """The learner decided on an episode: stop re-sending it, count how it went."""
+        if problem := verify(msg, self.fleet_key):
+            self.diag.reject("ack", problem)  # a forged ack must not end the re-sending
+            return
         with self.lock:
             if self.unacked.pop(msg.episode_id, None) is None:
                 return  # another station's episode, or decided before
@@ -392,6 +397,7 @@ class ActorNode(Node):
         episode = self._label(record, reason)
         reason = episode.termination_reason  # a success found while labelling ends it earlier
         if episode.length:
+            sign(episode, self.fleet_key)
             self.keep_until_acknowledged(episode)
             self.episode_pub.publish(episode)
             self.diag.count("episodes.sent")

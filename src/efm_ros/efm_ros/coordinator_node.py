@@ -28,6 +28,7 @@ from efm_interfaces.msg import EpisodeAck, PracticeStatus, StationStatus, Weight
 from efm_interfaces.srv import PracticeCommand
 from efm_learning.stopping import PlateauRule
 from efm_ros.diagnostics import Diagnostics
+from efm_ros.fleet_auth import declare_fleet_key, verify
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE
 from efm_ros.spin import NodeEntry, run_node
@@ -124,6 +125,7 @@ class CoordinatorNode(Node):
         )
 
         self.diag = Diagnostics(self)
+        self.fleet_key = declare_fleet_key(p, self.get_logger())
         self.stations = {
             n: Station(n, ActionClient(self, RunEpisode, f"/{n.strip('/')}/run_episode"))
             for n in names
@@ -232,11 +234,16 @@ class CoordinatorNode(Node):
 
     def on_ack(self, msg: EpisodeAck) -> None:
         """The learner's buffer fill after each decision (PracticeStatus.buffer_*)."""
+        if verify(msg, self.fleet_key):
+            return
         if msg.learner_version >= self.policy_version:
             self.buffer_samples = int(msg.buffer_samples)
             self.buffer_capacity = int(msg.buffer_capacity)
 
     def on_weights(self, msg: WeightsUpdate) -> None:
+        if problem := verify(msg, self.fleet_key):
+            self.diag.reject("weights", problem)
+            return
         self.learner_seen = True
         if msg.version <= self.policy_version:
             return

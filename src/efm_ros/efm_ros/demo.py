@@ -34,6 +34,7 @@ from efm_learning.config import load_config
 from efm_learning.evaluation import success_change
 from efm_learning.pipeline import ensure_dataset
 from efm_ros.bringup import Graph
+from efm_ros.fleet_auth import write_key
 from efm_ros.node_set import dump_params, load_params, practice_nodes
 from efm_ros.spin import EXECUTOR_ENV
 
@@ -119,6 +120,13 @@ def deployment(template: Path, out: Path, ckpt: dict[str, Path]) -> Path:
     learner = params["/learner"]["ros__parameters"]
     learner["model.policy_checkpoint"] = str(ckpt["policy"])
     learner["output_dir"] = str(out / "learner")
+    # authenticated, as a fleet should run: a key of its own, weights only from the learner
+    key = out / "fleet.key"
+    if not key.exists():
+        write_key(key)
+    for node in ("/**/actor", "/**/policy", "/learner", "/coordinator"):
+        params[node]["ros__parameters"]["security.fleet_key_file"] = str(key)
+    params["/**/policy"]["ros__parameters"]["weights.allowed_dir"] = str(out / "learner" / "policy")
     path = out / "practice.yaml"
     path.write_text(dump_params(params))
     return path

@@ -57,6 +57,7 @@ from efm_learning.replay_buffer import EpisodeError, LabelledAdder, ReplayBuffer
 from efm_learning.self_improvement import reinforce_step, to_policy_batch
 from efm_ros.conversions import check_episode_id, observation_arrays
 from efm_ros.diagnostics import Diagnostics
+from efm_ros.fleet_auth import declare_fleet_key, sign, verify
 from efm_ros.model_host import model_input
 from efm_ros.node_set import load_params, node_params
 from efm_ros.params import Parameters
@@ -281,6 +282,7 @@ class LearnerNode(Node):
         self.lock = threading.Lock()
         self.learning = False
         self.diag = Diagnostics(self)
+        self.fleet_key = declare_fleet_key(p, self.get_logger())
 
         self.ack_pub = self.create_publisher(EpisodeAck, "/learner/acks", RELIABLE)
         self.weights_pub = self.create_publisher(WeightsUpdate, "/learner/weights", LATCHED)
@@ -310,13 +312,16 @@ class LearnerNode(Node):
                 buffer_capacity=self.capacity,
             )
         ack.header.stamp = self.get_clock().now().to_msg()
-        self.ack_pub.publish(ack)  # decided, whatever the outcome: never re-send it
+        # decided, whatever the outcome: the actor never re-sends it
+        self.ack_pub.publish(sign(ack, self.fleet_key))
         if outcome == EpisodeAck.ACCEPTED:
             self.maybe_learn()
 
     def accept(self, msg: LabelledEpisode, from_spool: bool) -> tuple[int, str]:
         """Validate, spool (durably, before any acknowledgement) and add one episode; the
         caller holds the lock. Nothing a sender put in the message can raise out of here."""
+        if not from_spool and (problem := verify(msg, self.fleet_key)):
+            return self.refuse("unauthenticated", problem)
         try:
             check_episode_id(msg.episode_id)
         except ValueError as error:
@@ -447,7 +452,7 @@ class LearnerNode(Node):
         )
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.created = msg.header.stamp
-        self.weights_pub.publish(msg)
+        self.weights_pub.publish(sign(msg, self.fleet_key))
 
 
 def main(args: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ each observation at most once; ``safety.dry_run`` computes actions but never pub
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -31,9 +32,11 @@ from efm_interfaces.srv import GetAction
 from efm_ros.conversions import observation_arrays, stamp_ns
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.embodiments import EMBODIMENTS, get_embodiment
+from efm_ros.fleet_auth import declare_fleet_key, verify
 from efm_ros.model_host import (
     LoadedModel,
     ModelHost,
+    checkpoint_path,
     declare_torch_threads,
     load_verified,
     model_input,
@@ -120,6 +123,20 @@ class PolicyNode(Node):
             read_only=True,
         )
 
+        allowed = p.declare(
+            "weights.allowed_dir",
+            "",
+            "Weight updates may only load checkpoints inside this directory (the learner's "
+            "policy/ folder; '' = anywhere, with a warning).",
+            read_only=True,
+        )
+        self.allowed_dir = Path(allowed).resolve() if allowed else None
+        self.fleet_key = declare_fleet_key(p, self.get_logger())
+        if self.allowed_dir is None and self.mode != "remote_client":
+            self.get_logger().warning(
+                "weights.allowed_dir is empty: a weight update may name any local checkpoint"
+            )
+
         self.diag = Diagnostics(self)
         self.safety = SafetyLimits(self.embodiment, max_change)
         self.watchdog = Watchdog(timeout)
@@ -195,14 +212,15 @@ class PolicyNode(Node):
     def on_weights(self, msg: WeightsUpdate) -> None:
         if self.host is None:
             return  # remote_client: the server owns the weights
-        problem = None
-        if not SHA256.match(msg.sha256):
+        problem = verify(msg, self.fleet_key)
+        if not problem and not SHA256.match(msg.sha256):
             problem = f"sha256 {msg.sha256!r} is not 64 lowercase hex digits"
-        elif not msg.uri:
+        elif not problem and not msg.uri:
             problem = "empty uri"
-        elif msg.version <= self.version:
+        if not problem and msg.version <= self.version:
             self.diag.count("weights.stale_ignored")
             return
+        problem = problem or self.outside_allowed_dir(msg.uri)
         if problem:
             self.diag.reject("weights", problem)
             return
@@ -217,6 +235,18 @@ class PolicyNode(Node):
 
         if not self.host.swap_async(msg.uri, int(msg.version), msg.sha256, done):
             self.diag.count("weights.deferred_busy")
+
+    def outside_allowed_dir(self, uri: str) -> str:
+        """Why ``uri`` may not be loaded ('' if it may)."""
+        if self.allowed_dir is None:
+            return ""
+        try:
+            path = checkpoint_path(uri).resolve()
+        except ValueError as error:
+            return str(error)
+        if not path.is_relative_to(self.allowed_dir):
+            return f"{path} is outside weights.allowed_dir {self.allowed_dir}"
+        return ""
 
     def _publish_version(self) -> None:
         self.version_pub.publish(UInt64(data=max(self.version, 0)))
