@@ -61,6 +61,7 @@ def practice_yaml(
             "episode.max_steps": max_steps,
             "learner.resend_s": 0.5,
             "learner.spool_dir": str(run_dir / "actor_spool"),
+            "episode.stall_timeout_s": 3.0,
             **secure,
         },
     }

@@ -138,7 +138,11 @@ def round_statistics(
     rewards = np.concatenate([lab.rewards for lab in labels])
     returns = np.concatenate([lab.returns for lab in labels])
     d_all = np.concatenate([lab.steps_to_go for lab in labels])
-    fired = d_all <= imp.success_threshold
+    # the detector reads the full expectation (Eq. 3), which the actor recorded; the
+    # labels' d is the reward's (improve.reward_steps_to_go may differ)
+    detector_d = [e.steps_to_go if e.steps_to_go is not None else lab.steps_to_go
+                  for e, lab in zip(episodes, labels, strict=True)]
+    fired = np.concatenate(detector_d) <= imp.success_threshold
     actual = np.concatenate([e.gt_success for e in episodes])
     precision, recall = precision_recall(fired, actual)
     selection = np.where(detected, lengths, imp.max_episode_steps)

@@ -76,6 +76,8 @@ class EpisodeRecord:
     commands: list[ActionCommand] = field(default_factory=list)
     latest_d: float = float("nan")
     success: bool = False
+    #: monotonic time of the newest observation (the start until one arrives)
+    last_observation: float = 0.0
 
     def add_observation(self, msg: Observation) -> None:
         key = stamp_ns(msg)
@@ -83,6 +85,7 @@ class EpisodeRecord:
             return
         self.arrival[key] = len(self.arrival)
         self.observations[key] = msg
+        self.last_observation = time.monotonic()
 
     def add_command(self, msg: ActionCommand) -> str:
         """Record an action; returns why it was refused ('' if recorded)."""
@@ -156,6 +159,13 @@ class ActorNode(Node):
             "episode.timeout_s",
             300.0,
             "End an episode with an error when it has not ended after this long (0 = never) [s].",
+            min_value=0.0,
+        )
+        self.stall_timeout = p.declare(
+            "episode.stall_timeout_s",
+            10.0,
+            "End an episode with an error when no observation arrived for this long, e.g. the "
+            "robot driver restarted mid-episode (0 = never) [s].",
             min_value=0.0,
         )
         self.wait_for_nodes = p.declare(
@@ -456,6 +466,12 @@ class ActorNode(Node):
                     return Goal.TERMINATION_SUCCESS
                 if len(record.commands) >= max_steps:
                     return Goal.TERMINATION_MAX_STEPS
+                quiet = time.monotonic() - max(record.started, record.last_observation)
+                if self.stall_timeout and quiet > self.stall_timeout:
+                    raise RuntimeError(
+                        f"no observation for {quiet:.1f} s ({len(record.commands)} actions): "
+                        "the station stalled; the episode is dropped, not learned from"
+                    )
                 if (
                     self.episode_timeout
                     and time.monotonic() - record.started > self.episode_timeout
