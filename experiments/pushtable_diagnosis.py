@@ -14,7 +14,10 @@ tasks a report is made on).
    d(o, g) after every step; per episode the *first* firing of ``d <= s`` (where a Stage 2
    episode would end) is a true positive when the scene is a GT success then. Precision
    and recall per episode and per observation over a range of s.
-3. **Contact sheet** of false-positive first firings (``false_positives.png``): what the
+3. **Reward noise** on the same rollouts: the per-step reward r_t = d_t - d_t+1 (Eq. 2)
+   with d the full expectation (Eq. 1) and with d over every bin but the last
+   (``improve.reward_steps_to_go: in_range``): mean, std, 1st/99th percentile.
+4. **Contact sheet** of false-positive first firings (``false_positives.png``): what the
    detector mistakes for success, with the instruction under each frame.
 
 Outputs in ``--out`` (default ``<stage1>/../diagnosis_<split>``): ``results.json``,
@@ -48,6 +51,16 @@ NEVER = -1.0
 ROLLOUT_OFFSET = 100_000
 
 
+def torch_no_grad(fn: Any) -> Any:
+    """``torch.no_grad`` imported late (setup_runtime sets torch's threads first)."""
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return wrapped
+
+
 def detector_rollouts(cfg: Any, policy: Any, reward_model: Any, seeds: list[int]) -> list[Any]:
     """Episodes of exactly ``max_episode_steps`` with d(o, g) recorded after every step."""
     from efm_learning.actor import EnvActor
@@ -75,6 +88,21 @@ def detector_quality(episodes: list[Any], s: float) -> dict[str, Any]:
         "per_episode": per_episode,
         "per_observation": observation_pr(d[:, 1:], gt[:, 1:], THRESHOLDS),
     }
+
+
+@torch_no_grad
+def reward_noise(episodes: list[Any], reward_model: Any) -> dict[str, Any]:
+    """Per-step reward statistics for each choice of d behind the reward (Eq. 2)."""
+    out = {}
+    for name, in_range in (("expected", False), ("in_range", True)):
+        rewards = np.concatenate([
+            -np.diff(reward_model.predict_steps_to_go(e.observations, in_range=in_range))
+            for e in episodes
+        ])
+        out[name] = {"mean": float(rewards.mean()), "std": float(rewards.std()),
+                     "p01": float(np.percentile(rewards, 1)),
+                     "p99": float(np.percentile(rewards, 99)), "steps": int(rewards.size)}
+    return out
 
 
 def false_positive_sheet(episodes: list[Any], s: float, out: Path, limit: int = 24) -> Path | None:
@@ -148,10 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     echo(f"[detector] fired in {at_s['fired_rate']:.2f} of episodes; precision "
          f"{at_s['precision']}, recall {at_s['recall']} "
          f"({quality['episodes_reaching_gt_success']} episodes reach GT success)")
+    noise = reward_noise(episodes, reward_model)
+    echo("[reward] per-step std: " + ", ".join(
+        f"{k} {v['std']:.2f} (p1 {v['p01']:.1f}, p99 {v['p99']:.1f})" for k, v in noise.items()))
     sheet = false_positive_sheet(episodes, s, out / "false_positives.png")
     results = {
         "stage1": str(stage1), "policy": args.policy, "split": args.split,
         "step_limit": cfg.improve.max_episode_steps, "policy_gt": gt, "detector": quality,
+        "reward_noise": noise,
         "false_positive_sheet": str(sheet) if sheet else None,
         "gt_success_anywhere_in_rollouts": finite_or_none(
             float(np.mean([e.gt_success[1:].any() for e in episodes]))),

@@ -218,6 +218,9 @@ def test_pushtable_robustness_diagnosis_and_privileged_bound_quick(tmp_path):
     assert record["split"] == "tuning" and record["detector"]["episodes"] == 4
     assert_rate(record["policy_gt"]["success_rate"])
     assert {row["s"] for row in record["detector"]["per_episode"]} >= {2.0, 3.0}
+    noise = record["reward_noise"]
+    assert set(noise) == {"expected", "in_range"} and noise["expected"]["steps"] > 0
+    assert all(v["std"] >= 0 and v["p01"] <= v["p99"] for v in noise.values())
 
     bound = tmp_path / "bound"
     experiment("pushtable_privileged", "--tasks", "4", "--steps", "20", "--out", str(bound),
