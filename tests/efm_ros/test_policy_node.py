@@ -88,6 +88,29 @@ def test_actions_beyond_the_embodiment_limits_are_clipped(make_graph, tmp_path):
     assert np.sum(np.isclose(np.abs(values), 0.03, atol=1e-6)) >= 5  # clipped, not small
 
 
+def test_commands_carry_the_sampled_tokens_not_a_re_encoding(make_graph, tmp_path):
+    """LanguageTable tokens (sign, magnitude) with magnitude 0 decode to 0 whatever the
+    sign; re-encoding the executed value gave the other sign, so the learner credited
+    tokens the policy never sampled (practice over ROS got worse while in-process
+    improved). The command must carry the sampled tokens."""
+    lt = {"type": "language_table", "action_dim": 2, "max_delta": 0.03}
+    ckpt = write_tiny_checkpoint(tmp_path / "lt", seed=4, tokenizer=lt)
+    node, client, executor, commands = make_graph(
+        **{"control.trigger": "observation", "model.checkpoint": str(ckpt)}
+    )
+    model = node.host.current().model
+    sampled = np.array([[1, 0, 1, 0]])  # both axes: sign 1, magnitude 0
+    values = model.action_tokenizer.decode(sampled).astype(np.float32)
+    assert not np.array_equal(model.encode_actions(values), sampled)  # not the identity
+    model.act = lambda batch, greedy=False: (sampled, values)
+    pub = _publisher(client, executor)
+    pub.publish(observation([0.0, 0.0], step=0, stamp=client))
+    assert spin_until(executor, lambda: any(not c.hold for c in commands))
+    moved = next(c for c in commands if not c.hold)
+    assert list(moved.action_tokens) == [1, 0, 1, 0]
+    np.testing.assert_allclose(moved.values, [0.0, 0.0])
+
+
 def test_safety_limits_clip_refuse_nan_and_rate_limit():
     from efm_ros.embodiments import get_embodiment
     from efm_ros.safety import SafetyLimits

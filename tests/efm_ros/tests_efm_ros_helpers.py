@@ -34,11 +34,16 @@ def observation(
 
 
 def write_tiny_checkpoint(
-    path: Path, seed: int = 0, state_dim: int = 2, action_limit: float = 0.03
+    path: Path,
+    seed: int = 0,
+    state_dim: int = 2,
+    action_limit: float = 0.03,
+    tokenizer: dict | None = None,
 ) -> Path:
     """A small untrained ``mlp`` EFM over a ``state_dim`` state with 2-D actions in
     [-0.03, 0.03] (PushTable's delta range; ``action_limit`` widens it, for tests of the
-    clipping) and 50 steps-to-go bins over 0..100."""
+    clipping; ``tokenizer`` replaces the action tokenizer) and 50 steps-to-go bins over
+    0..100."""
     import torch
 
     from efm_learning.checkpoint import save_checkpoint
@@ -51,7 +56,8 @@ def write_tiny_checkpoint(
             "state_dim": state_dim,
             "hidden_size": 16,
             "num_layers": 2,
-            "action_tokenizer": {
+            "action_tokenizer": tokenizer
+            or {
                 "type": "uniform",
                 "action_dim": 2,
                 "bins": 32,

@@ -289,12 +289,12 @@ class PolicyNode(Node):
             self.ask_remote(msg)
             return
         try:
-            _, chunk, version = self.infer(msg, self.greedy)
+            tokens, chunk, version = self.infer(msg, self.greedy)
         except ValueError as error:
             self.diag.reject("observation", str(error))
             self.hold("cannot act")
             return
-        self.send(msg, chunk, version)
+        self.send(msg, chunk, version, list(np.asarray(tokens).ravel()))
 
     def on_watchdog(self) -> None:
         if not self.watchdog.fresh(self.now_s()):
@@ -310,13 +310,19 @@ class PolicyNode(Node):
         msg: Observation,
         chunk: np.ndarray,
         version: int,
-        remote_tokens: list[int] | None = None,
+        sampled: list[int] | None = None,
     ) -> None:
-        """Limit, tokenize and publish one action. Local: the tokens of the action that is
-        executed (after the safety layer). remote_client (Appendix J.1): the server's
-        tokens, which the learner needs (issue 17, defect 1); where this station's rate
-        limit changed the action they are the server's proposal, counted as
-        ``remote.limited_after_tokenizing``."""
+        """Limit, tokenize and publish one action with the tokens the learner will credit.
+
+        ``sampled``: the policy's own tokens (local) or the server's (remote_client,
+        Appendix J.1; issue 17, defect 1). When the safety layer let the action through
+        unchanged they are sent as sampled: re-encoding the executed values is not the
+        identity (LanguageTable's (sign, magnitude 0) decodes to 0 whatever the sign, and
+        0 encodes to one sign only), and REINFORCE on re-encoded tokens pushed every sign
+        token one way, which made practice over ROS worse while the same run in-process
+        improved. When the safety layer changed the action, local mode encodes the executed
+        values (``actions.retokenized``); remote_client has no tokenizer and sends the
+        server's (``remote.limited_after_tokenizing``)."""
         try:
             safe = self.safety.limit(chunk)
         except ValueError as error:
@@ -332,15 +338,17 @@ class PolicyNode(Node):
             values=safe.astype(np.float32).ravel().tolist(),
             period_s=self.embodiment.period_s,
         )
-        if self.host is not None:
+        unchanged = np.allclose(safe, chunk, atol=1e-6)
+        if sampled is not None and (unchanged or self.host is None):
+            command.action_tokens = [int(t) for t in sampled]
+            if not unchanged:
+                self.diag.count("remote.limited_after_tokenizing")
+        elif self.host is not None:
             tokens = self.host.current().model.encode_actions(
                 safe.reshape(1, *self._action_shape()).astype(np.float32)
             )
             command.action_tokens = np.asarray(tokens).ravel().astype(np.uint16).tolist()
-        elif remote_tokens is not None:
-            command.action_tokens = [int(t) for t in remote_tokens]
-            if not np.allclose(safe, chunk, atol=1e-6):
-                self.diag.count("remote.limited_after_tokenizing")
+            self.diag.count("actions.retokenized")
         command.header.stamp = msg.header.stamp  # pairs the action with its observation
         command.header.frame_id = msg.header.frame_id
         self.holding = False
