@@ -32,10 +32,10 @@ def expected_steps(probs: Any, values: Any, in_range: bool = False) -> Any:
     ``in_range``: the expectation given that the goal is within range, over every bin but
     the last. The last bin holds ">= max_steps" and, with goal-relabelled negatives
     (``data.steps_to_go_negatives``), "this scene is not on the way to g"; its mass
-    flickers between frames, and as a reward (Eq. 2) it tripled the per-step reward noise
-    of PushTable practice (docs/PUSHTABLE.md). A departure from Eq. 1, used only for the
-    reward (``improve.reward_steps_to_go``); the success detector keeps the full
-    expectation.
+    flickers between frames, and as a reward (Eq. 2) it made the per-step reward noise of
+    PushTable practice five times larger (docs/PUSHTABLE.md). A departure from Eq. 1,
+    used only for the reward (``improve.reward_steps_to_go``); the success detector keeps
+    the full expectation.
     """
     if not in_range:
         return probs @ values
