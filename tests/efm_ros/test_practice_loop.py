@@ -262,3 +262,44 @@ def _reliable():
     from efm_ros.qos import RELIABLE
 
     return RELIABLE
+
+
+@pytest.mark.slow
+def test_remote_client_station_feeds_the_learner(
+    ros_context, graph_factory, tiny_checkpoint, tmp_path
+):
+    """Appendix J.1 mode end to end (issue 17, defect 1): the station's policy is a
+    remote_client of a policy server; its episodes reach the learner with the server's
+    tokens and are accepted (before: tokens_per_action 0, every one refused)."""
+    import yaml
+    from rclpy.parameter import Parameter
+
+    from efm_interfaces.msg import EpisodeAck
+    from efm_ros.policy_node import PolicyNode
+
+    params = practice_yaml(tmp_path / "practice.yaml", tiny_checkpoint, tmp_path / "run",
+                           stations=("station_0",), updates=1000, max_steps=4)
+    data = yaml.safe_load(params.read_text())
+    policy = data["/**/policy"]["ros__parameters"]
+    policy.update({"mode": "remote_client", "remote.service": "/policy_server/get_action"})
+    params.write_text(yaml.safe_dump(data))
+    server = PolicyNode(context=ros_context, namespace="policy_server", parameter_overrides=[
+        Parameter("mode", value="remote_server"),
+        Parameter("model.checkpoint", value=str(tiny_checkpoint))])
+    node, executor, _ = _watch(ros_context)
+    executor.add_node(server)
+    outcomes = []
+    node.create_subscription(EpisodeAck, "/learner/acks", outcomes.append, _reliable())
+    graph = graph_factory(params)
+    try:
+        assert spin_until(
+            executor,
+            lambda: any(a.outcome == EpisodeAck.ACCEPTED for a in outcomes),
+            timeout=90,
+        ), ([(a.outcome, a.reason) for a in outcomes], _logs(graph))
+        assert server.diag.counters["served"] > 0
+        assert not [a for a in outcomes if a.reason.startswith("invalid")]
+    finally:
+        executor.shutdown()
+        server.destroy_node()
+        node.destroy_node()
