@@ -203,3 +203,101 @@ def test_fuzzed_steps_to_go_requests_are_answered(ros_context, tiny_checkpoint):
     executor.shutdown()
     node.destroy_node()
     client.destroy_node()
+
+
+def test_fuzzed_frames_and_joint_states_never_crash_camera_ingest(ros_context):
+    """camera_ingest's subscribers (issue 17 fuzzing): generated images and joint states;
+    every Observation it publishes is one the policy would accept."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image, JointState
+
+    from efm_interfaces.msg import Observation
+    from efm_ros.camera_ingest import CameraIngestNode
+    from efm_ros.conversions import observation_arrays
+    from efm_ros.qos import SENSOR
+
+    node = CameraIngestNode(namespace="station_0", context=ros_context, parameter_overrides=[
+        Parameter("cameras.names", value=["top"]), Parameter("output.size", value=[16, 16]),
+        Parameter("proprio.enabled", value=True),
+        Parameter("proprio.names", value=["ee_x", "ee_y"])])
+    tester = Node("fuzzer", namespace="station_0", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    executor.add_node(tester)
+    frames = tester.create_publisher(Image, "camera/top/image_raw", SENSOR)
+    joints = tester.create_publisher(JointState, "joint_states", SENSOR)
+    out = []
+    tester.create_subscription(Observation, "observation", out.append, SENSOR)
+    assert spin_until(executor, lambda: frames.get_subscription_count() > 0
+                      and joints.get_subscription_count() > 0)
+
+    @st.composite
+    def good_frames(draw):
+        h, w = draw(st.integers(1, 24)), draw(st.integers(1, 24))
+        return Image(height=h, width=w, encoding="rgb8", step=3 * w,
+                     data=bytes(draw(st.binary(min_size=3 * h * w, max_size=3 * h * w))))
+
+    @SETTINGS
+    @given(frame=st.one_of(images(), good_frames()),
+           names=st.lists(st.sampled_from(["ee_x", "ee_y", "q"]), max_size=3),
+           positions=st.lists(FLOATS, max_size=3))
+    def one(frame, names, positions):
+        now = tester.get_clock().now().to_msg()
+        frame.header.stamp = now
+        state = JointState(name=names, position=positions)
+        state.header.stamp = now
+        joints.publish(state)
+        frames.publish(frame)
+        spin_until(executor, lambda: False, timeout=0.05)
+
+    one()
+    spin_until(executor, lambda: False, timeout=0.3)
+    for msg in out:
+        observation_arrays(msg)  # raises if it published something invalid
+    assert node.diag.counters, "nothing was counted"
+    print("fuzz cases (camera_ingest):", 40, "observations out:", len(out),
+          {k: v for k, v in node.diag.counters.items() if k.startswith("rejected")})
+    executor.shutdown()
+    node.destroy_node()
+    tester.destroy_node()
+
+
+def test_fuzzed_practice_commands_are_answered(ros_context):
+    """The coordinator's PracticeCommand service (the operator's interface)."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from efm_interfaces.srv import PracticeCommand
+    from efm_ros.coordinator_node import CoordinatorNode
+
+    node = CoordinatorNode(context=ros_context,
+                           parameter_overrides=[Parameter("stations", value=["station_0"])])
+    client = Node("fuzzer", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    executor.add_node(client)
+    cli = client.create_client(PracticeCommand, "/practice/command")
+    assert spin_until(executor, cli.service_is_ready)
+    refused = []
+
+    @SETTINGS
+    @given(command=st.integers(0, 255), station=st.text(max_size=30),
+           source=st.one_of(st.just("operator"), st.just("learner"), st.text(max_size=10)))
+    def one(command, station, source):
+        request = PracticeCommand.Request(command=command, station=station.replace("\x00", ""),
+                                          source=source.replace("\x00", ""))
+        future = cli.call_async(request)
+        assert spin_until(executor, future.done, timeout=5.0)
+        response = future.result()
+        assert response.message
+        if not response.ok:
+            refused.append(command)
+
+    one()
+    assert refused
+    executor.shutdown()
+    node.destroy_node()
+    client.destroy_node()
