@@ -392,7 +392,18 @@ class LearnerNode(Node):
             if self.learning or len(self.buffer) < self.capacity:
                 return
             self.learning = True
-        threading.Thread(target=self.learn, name="efm-learner-round", daemon=True).start()
+        self.round_thread = threading.Thread(
+            target=self.learn, name="efm-learner-round", daemon=True
+        )
+        self.round_thread.start()
+
+    def finish_round(self, timeout: float = 30.0) -> None:
+        """On shutdown: let a running round finish (its checkpoint is written atomically;
+        a process torn down under torch's worker threads aborted, seen as exit -6)."""
+        thread = getattr(self, "round_thread", None)
+        if thread is not None and thread.is_alive():
+            self.get_logger().info("waiting for the running learning round to finish")
+            thread.join(timeout)
 
     def command(self, command: int) -> None:
         if not self.coordinator.wait_for_service(timeout_sec=2.0):
@@ -463,7 +474,8 @@ def main(args: list[str] | None = None) -> None:
     ctx = init_distributed("nccl" if settings.get("device") == "cuda" else "gloo")
     try:
         if ctx.rank == 0:
-            run_node(NodeEntry(lambda **kw: LearnerNode(ctx=ctx, **kw), threads=2), args)
+            run_node(NodeEntry(lambda **kw: LearnerNode(ctx=ctx, **kw), threads=2,
+                               on_shutdown=LearnerNode.finish_round), args)
             announce(ctx, -1)
         else:
             follow_rounds(ctx, settings)
