@@ -3,14 +3,16 @@ robot driver must publish camera/<name>/image_raw and joint_states, accept actio
 (efm_interfaces/ActionCommand) and serve reset (efm_interfaces/ResetStation) in the
 station's namespace.
 
-    ros2 launch launch/robot_practice.launch.py params_file:=config/robot_practice.yaml
+    ros2 launch efm_ros robot_practice.launch.py    # installed (colcon)
+    ros2 launch launch/robot_practice.launch.py \
+        params_file:=config/robot_practice.yaml    # source tree
 """
 
-from pathlib import Path
-
 from efm_ros.node_set import launch_description
+from efm_ros.share import shared_file
 
-DEFAULT_PARAMS = str(Path(__file__).resolve().parents[1] / "config" / "robot_practice.yaml")
+#: share/efm_ros/config/ of the install (or config/ of a source checkout)
+DEFAULT_PARAMS = str(shared_file("config", "robot_practice.yaml"))
 
 
 def generate_launch_description():

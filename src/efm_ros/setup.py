@@ -1,8 +1,25 @@
 """ament_python package efm_ros: builds with colcon on a robot computer, or `pip install -e` in a venv."""
 
+from glob import glob
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 package_name = "efm_ros"
+
+# launch files, the rviz config, deployment YAMLs and URDF live at the repository root
+# (one copy for the source tree and the install); colcon installs them to share/efm_ros
+# with the same layout, which efm_ros.share relies on. Paths are relative to this file.
+here = Path(__file__).resolve().parent
+root = Path("..") / ".."
+
+
+def shared(folder: str, pattern: str) -> tuple[str, list[str]]:
+    files = sorted(glob(str(root / folder / pattern), root_dir=here))
+    if not files:
+        raise SystemExit(f"efm_ros: no {folder}/{pattern} at the repository root")
+    return ("share/" + package_name + "/" + folder, files)
+
 
 setup(
     name=package_name,
@@ -11,6 +28,10 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
+        shared("launch", "*.launch.py"),
+        shared("launch", "*.rviz"),
+        shared("config", "*.yaml"),
+        shared("urdf", "*.urdf"),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -62,7 +62,7 @@ from efm_ros.model_host import model_input
 from efm_ros.node_set import load_params, node_params
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE
-from efm_ros.spin import NodeEntry, run_node
+from efm_ros.spin import NodeEntry, help_requested, node_help, run_node
 
 
 def newest_version(policy_dir: Path) -> tuple[int, Path] | None:
@@ -205,7 +205,8 @@ def announce(ctx: DistContext, version: int = 0) -> int:
 
 
 class LearnerNode(Node):
-    """Replay buffer + REINFORCE updates + weight publication."""
+    """Replay buffer + REINFORCE updates + weight publication (Algorithm 1, the learner's
+    side): labelled episodes in, a new policy version out after each round."""
 
     def __init__(self, ctx: DistContext | None = None, **kwargs) -> None:
         super().__init__("learner", **kwargs)
@@ -469,6 +470,9 @@ class LearnerNode(Node):
 def main(args: list[str] | None = None) -> None:
     """One process, or every rank under ``torchrun``: rank 0 is the ROS node, the other ranks
     follow its rounds (same spool, DDP-averaged gradients: the learner machine's GPUs)."""
+    if help_requested(args):
+        print(node_help(NodeEntry(LearnerNode), "learner"))
+        return
     argv = sys.argv if args is None else args
     settings = settings_from_argv(argv)
     ctx = init_distributed("nccl" if settings.get("device") == "cuda" else "gloo")

@@ -180,8 +180,32 @@ class _Served:
             self.executor.shutdown(timeout_sec=1.0)
 
 
+def help_requested(args: list[str] | None) -> bool:
+    """``-h`` / ``--help`` among a node's own arguments (those before ``--ros-args``)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    own = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
+    return any(a in ("-h", "--help") for a in own)
+
+
+def node_help(entry: NodeEntry, prog: str) -> str:
+    """What ``<node> --help`` prints: the node's summary and how ROS arguments reach it
+    (its parameters, declared with descriptions, are listed by ``ros2 param describe``)."""
+    doc = (entry.factory.__doc__ or "").strip().split("\n\n")[0]
+    return (
+        f"usage: {prog} [--ros-args [-p NAME:=VALUE] [--params-file FILE] "
+        "[-r __ns:=/station_0] [--log-level LEVEL]]\n\n"
+        f"{' '.join(doc.split())}\n\n"
+        "Parameters are declared with descriptions and ranges: with the node running, "
+        f"`ros2 param describe /{prog} <name>` shows each; config/*.yaml holds a deployment's.\n"
+    )
+
+
 def run_node(entry: NodeEntry, args: list[str] | None = None) -> None:
-    """A node process: create the node, spin it, tear it down cleanly whatever ends it."""
+    """A node process: create the node, spin it, tear it down cleanly whatever ends it
+    (``--help`` prints :func:`node_help` and exits without starting ROS)."""
+    if help_requested(args):
+        print(node_help(entry, os.path.basename(sys.argv[0]) or "node"))
+        return
     run_nodes([(entry, {})], args)
 
 
