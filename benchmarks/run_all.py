@@ -16,6 +16,7 @@ BENCHMARKS = [
     ["benchmarks.learning_bench"],
     ["benchmarks.ros_camera_ingest", "--seconds", "5"],
     ["benchmarks.ros_recorder", "--seconds", "5"],
+    ["benchmarks.onnx_latency", "--n", "100"],
 ]
 
 

@@ -4,6 +4,7 @@
     efm improve  --config config/pointmass.yaml        Stage 2: Self-Improvement (Alg. 1)
     efm eval     --config config/pointmass.yaml --checkpoint runs/pointmass/improve/best
     efm demo                                          PointMass end to end + report
+    efm export onnx CHECKPOINT                         policy / steps-to-go heads as ONNX
 
 Every command reads an experiment YAML (see config/) and accepts ``--set key.sub=value``
 overrides. Outputs go under the config's ``run_dir`` (runs/ is not tracked by git).
@@ -75,6 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--command", dest="made_by", default="",
                    help="the command that trained the run (recorded in RELEASE.json)")
 
+    p = sub.add_parser("export", help="export a checkpoint's heads for another runtime (ONNX)",
+                       description="Write policy.onnx and steps_to_go.onnx (batch axis "
+                       "dynamic), onnx.json (source sha256, inputs, torch/onnxruntime parity) "
+                       "and SHA256SUMS (docs/DEPLOY.md). Nodes need none of this: with "
+                       "compute.backend onnxruntime they export each checkpoint they load.")
+    p.add_argument("format", choices=["onnx"])
+    p.add_argument("checkpoint", help="checkpoint directory (verified by its SHA256SUMS)")
+    p.add_argument("--out", default=None, help="output directory (default CHECKPOINT/onnx)")
+    p.add_argument("--heads", nargs="+", choices=["policy", "steps_to_go"],
+                   default=["policy", "steps_to_go"])
+
     p = sub.add_parser("demo", help="PointMass end to end: data, Stage 1, Stage 2, report",
                        description="Generates PointMass demos if needed, runs Stage 1, then "
                        "Stage 2 for each seed, evaluates, plots trajectories and writes "
@@ -110,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "release":
         return _release(args)
+    if args.command == "export":
+        return _export(args)
     overrides = list(args.overrides)
     if args.command == "demo" and args.quick:
         overrides = [*QUICK_OVERRIDES, "run_dir=runs/pointmass_quick",
@@ -160,6 +174,21 @@ def main(argv: list[str] | None = None) -> int:
               f"  4. report: {cfg.run_dir}/report.md, learning curves, trajectory plot")
         run_pipeline(cfg, args.seeds, Path(args.figure) if args.figure else None,
                      progress=progress)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from efm_learning.onnx_runtime import ExportError, export_checkpoint
+
+    try:
+        out = export_checkpoint(args.checkpoint, args.out, tuple(args.heads))
+    except (ExportError, OSError) as error:  # a ChecksumError is a ValueError too
+        print(f"efm export: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"efm export: {args.checkpoint}: {error}", file=sys.stderr)
+        return 2
+    print((out / "onnx.json").read_text())
     return 0
 
 

@@ -45,6 +45,7 @@ from efm_learning.checkpoint import (
     save_checkpoint,
     sha256_file,
 )
+from efm_learning.devices import resolve_device
 from efm_learning.distributed import (
     DistContext,
     cleanup,
@@ -86,7 +87,7 @@ DEFAULTS = {
     "improve.grad_clip": 1.0,
     "improve.gamma": 0.9,
     "seed": 0,
-    "device": "cpu",
+    "compute.device": "cpu",
 }
 
 
@@ -178,16 +179,16 @@ class Trainer:
 
 
 def learner_device(settings: dict) -> str:
-    """``cpu``, or ``cuda`` -> this rank's GPU (torchrun's LOCAL_RANK)."""
-    if settings["device"] == "cpu":
+    """``cpu``, or ``cuda`` -> this rank's GPU (torchrun's LOCAL_RANK); a missing GPU is
+    an error (efm_learning.devices), never a silent CPU fallback."""
+    name = settings["compute.device"]
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"compute.device must be 'cpu' or 'cuda', got {name!r}")
+    if name == "cpu":
         return "cpu"
-    if settings["device"] != "cuda":
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {settings['device']!r}")
-    if not torch.cuda.is_available():
-        raise ValueError("device: cuda requested but no CUDA device is available")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    torch.cuda.set_device(local)
-    return f"cuda:{local}"
+    device = resolve_device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    torch.cuda.set_device(device)
+    return str(device)
 
 
 def announce(ctx: DistContext, version: int = 0) -> int:
@@ -254,9 +255,10 @@ class LearnerNode(Node):
         )
         p.declare("seed", 0, "Minibatch order seed.", read_only=True)
         p.declare(
-            "device",
+            "compute.device",
             "cpu",
-            "cpu, or cuda: each torchrun rank on its own GPU (nccl).",
+            "cpu, or cuda: each torchrun rank on its own GPU (nccl); a missing GPU fails "
+            "at start-up.",
             read_only=True,
             choices=("cpu", "cuda"),
         )
@@ -475,7 +477,7 @@ def main(args: list[str] | None = None) -> None:
         return
     argv = sys.argv if args is None else args
     settings = settings_from_argv(argv)
-    ctx = init_distributed("nccl" if settings.get("device") == "cuda" else "gloo")
+    ctx = init_distributed("nccl" if settings.get("compute.device") == "cuda" else "gloo")
     try:
         if ctx.rank == 0:
             run_node(NodeEntry(lambda **kw: LearnerNode(ctx=ctx, **kw), threads=2,

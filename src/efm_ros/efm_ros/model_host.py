@@ -52,29 +52,83 @@ def set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def declare_torch_threads(params: Any) -> None:
-    """The ``compute.torch_threads`` parameter of a model node (``efm_ros.params.Parameters``),
-    applied at once."""
-    set_torch_threads(
-        params.declare(
-            "compute.torch_threads",
-            1,
-            "CPU threads for inference (torch intra-op).",
-            read_only=True,
-            min_value=1,
-            max_value=64,
-        )
+#: inference backends of the policy and steps-to-go nodes
+BACKENDS = ("torch", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where and with what a model node runs its network (issue 16, items 3-4).
+
+    ``backend`` "onnxruntime" exports the verified checkpoint's ``heads`` to ONNX when it
+    is loaded (every hot swap too) and runs them in onnxruntime
+    (efm_learning.onnx_runtime); ``device`` "cuda" needs CUDA torch or, with onnxruntime,
+    the CUDA execution provider of onnxruntime-gpu, and fails loudly where it is missing.
+    """
+
+    device: str = "cpu"
+    backend: str = "torch"
+    threads: int = 1
+    heads: tuple[str, ...] = ("policy", "steps_to_go")
+
+    def check(self) -> None:
+        """Refuse a device or backend this machine does not have, at start-up."""
+        from efm_learning.devices import resolve_device
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"compute.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend == "torch":
+            resolve_device(self.device)
+        else:
+            from efm_learning.onnx_runtime import providers_for
+
+            providers_for(self.device)
+
+
+def declare_compute(params: Any, heads: tuple[str, ...]) -> Compute:
+    """The ``compute.*`` parameters of a model node (``efm_ros.params.Parameters``),
+    checked and applied at once."""
+    threads = params.declare(
+        "compute.torch_threads", 1, "CPU threads for inference (torch intra-op, or "
+        "onnxruntime's intra-op pool).", read_only=True, min_value=1, max_value=64,
     )
+    set_torch_threads(threads)
+    compute = Compute(
+        device=params.declare(
+            "compute.device", "cpu", "cpu, cuda or cuda:N. A missing GPU is an error at "
+            "start-up, never a silent CPU fallback.", read_only=True,
+        ),
+        backend=params.declare(
+            "compute.backend", "torch", "torch, or onnxruntime (each checkpoint exported to "
+            "ONNX when loaded, parity-checked against torch).", read_only=True, choices=BACKENDS,
+        ),
+        threads=threads,
+        heads=heads,
+    )
+    compute.check()
+    return compute
 
 
-def load_verified(uri: str, version: int = 0, expected_sha256: str = "") -> LoadedModel:
-    """Verify and load a checkpoint; refuse it if ``expected_sha256`` is given and differs."""
+def load_verified(
+    uri: str, version: int = 0, expected_sha256: str = "", compute: Compute | None = None
+) -> LoadedModel:
+    """Verify and load a checkpoint; refuse it if ``expected_sha256`` is given and differs.
+    ``compute`` puts it on its device, or behind onnxruntime."""
     path = checkpoint_path(uri)
     # the bytes checked are the bytes loaded (efm_learning.checkpoint.read_verified); a
     # ChecksumError is a ValueError
     model, metadata = load_checkpoint(path, expected_model_sha256=expected_sha256)
     digest = expected_sha256.lower() or read_verified(path, [])[0][MODEL_FILE]  # for display
     model.eval()
+    compute = compute or Compute()
+    if compute.backend == "onnxruntime":
+        from efm_learning.onnx_runtime import onnx_runtime_model
+
+        model = onnx_runtime_model(model, compute.heads, compute.device, compute.threads)
+    elif compute.device != "cpu":
+        from efm_learning.devices import resolve_device
+
+        model = model.to(resolve_device(compute.device))
     return LoadedModel(model, int(version), digest, path, metadata)
 
 
@@ -82,8 +136,9 @@ class ModelHost:
     """Holds the model in use; ``swap_async`` loads a new one on a worker thread and swaps
     it in atomically, so callers of ``current`` never wait for a load."""
 
-    def __init__(self, initial: LoadedModel) -> None:
+    def __init__(self, initial: LoadedModel, compute: Compute | None = None) -> None:
         self._current = initial
+        self.compute = compute or Compute()
         self._lock = threading.Lock()
         self._loading: threading.Thread | None = None
 
@@ -112,7 +167,7 @@ class ModelHost:
 
         def work() -> None:
             try:
-                loaded = load_verified(uri, version, expected_sha256)
+                loaded = load_verified(uri, version, expected_sha256, self.compute)
             except (OSError, ValueError) as error:
                 on_done(None, str(error))
                 return

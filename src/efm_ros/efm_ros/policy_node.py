@@ -37,7 +37,7 @@ from efm_ros.model_host import (
     LoadedModel,
     ModelHost,
     checkpoint_path,
-    declare_torch_threads,
+    declare_compute,
     load_verified,
     model_input,
 )
@@ -74,7 +74,7 @@ class PolicyNode(Node):
             "Policy checkpoint directory (local, remote_server).",
             read_only=True,
         )
-        declare_torch_threads(p)
+        compute = declare_compute(p, heads=("policy",))
         sha = p.declare("model.sha256", "", "Expected sha256 of model.safetensors.", read_only=True)
         version = p.declare(
             "model.version", 0, "Version of model.checkpoint.", read_only=True, min_value=0
@@ -144,7 +144,7 @@ class PolicyNode(Node):
         if self.mode != "remote_client":
             if not checkpoint:
                 raise ValueError(f"model.checkpoint is required in mode {self.mode}")
-            self.host = ModelHost(load_verified(checkpoint, version, sha))
+            self.host = ModelHost(load_verified(checkpoint, version, sha, compute), compute)
         self.latest: Observation | None = None
         self.acted_on_step: tuple[str, int, int] | None = None
         self.topic_instruction = ""

@@ -22,7 +22,7 @@ from efm_learning.steps_to_go import expected_steps
 from efm_learning.success_detector import SuccessDetector
 from efm_ros.conversions import image_to_msg, observation_arrays
 from efm_ros.diagnostics import Diagnostics
-from efm_ros.model_host import declare_torch_threads, load_verified, model_input
+from efm_ros.model_host import declare_compute, load_verified, model_input
 from efm_ros.params import Parameters
 from efm_ros.qos import RELIABLE, SENSOR
 from efm_ros.spin import NodeEntry, run_node
@@ -88,8 +88,8 @@ class StepsToGoNode(Node):
         self.viz = p.declare("viz.enabled", True, "Publish markers and the distribution image.")
         self.frame_id = p.declare("viz.frame_id", "board", "Frame of the rviz markers.")
 
-        declare_torch_threads(p)
-        self.loaded = load_verified(checkpoint, version, sha)
+        compute = declare_compute(p, heads=("steps_to_go",))
+        self.loaded = load_verified(checkpoint, version, sha, compute)
         self.model = self.loaded.model
         self.bin_values = np.asarray(self.model.steps_tokenizer.bin_values, dtype=np.float64)
         self.detector = SuccessDetector(threshold)
@@ -106,7 +106,7 @@ class StepsToGoNode(Node):
             self.create_timer(1.0 / rate, self.on_tick)
         self.get_logger().info(
             f"steps_to_go ready: {self.loaded.path} (v{version}, sha {self.loaded.sha256[:12]}), "
-            f"s={threshold}, reward d: {self.reward_d}"
+            f"s={threshold}, reward d: {self.reward_d}, {compute.backend} on {compute.device}"
         )
 
     def score(

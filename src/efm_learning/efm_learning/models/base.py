@@ -38,6 +38,7 @@ from efm_learning.tokenizers import (
     LanguageTableActionTokenizer,
     UniformActionTokenizer,
 )
+from efm_sim import keys
 
 #: batch key: int64 ``(B, tokens_per_action)`` tokenized actions
 ACTION_TOKENS = "action.tokens"
@@ -253,6 +254,22 @@ class EFM(nn.Module, abc.ABC):
 
     def fit_to_data(self, states: np.ndarray) -> None:
         """Fit input normalisation to training-split states (no-op by default)."""
+
+    def example_observations(self, n: int = 2, seed: int = 0) -> dict[str, Any]:
+        """``n`` random raw observations of the shapes this backend takes (state, and a
+        frame pair at the model's image size when it needs images); ONNX export traces
+        the network with them (efm_learning.onnx_runtime)."""
+        rng = np.random.default_rng(seed)
+        c = self.config
+        obs: dict[str, Any] = {
+            keys.OBS_STATE: rng.standard_normal((n, getattr(c, "state_dim", 0)), np.float32),
+            keys.INSTRUCTION: [f"example instruction {i}" for i in range(n)],
+        }
+        if getattr(self, "needs_images", False):
+            size = int(getattr(c, "image_size", 64))
+            for key in (keys.OBS_IMAGE, keys.OBS_PREV_IMAGE):
+                obs[key] = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        return obs
 
     def objective_loss(self, objective: str, batch: Batch) -> torch.Tensor:
         if objective == "bc":
