@@ -64,6 +64,7 @@ from efm_ros.node_set import load_params, node_params
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE
 from efm_ros.spin import NodeEntry, help_requested, node_help, run_node
+from efm_ros.weights_transfer import DEFAULT_CHUNK, WeightsServer, service_uri
 
 
 def newest_version(policy_dir: Path) -> tuple[int, Path] | None:
@@ -269,8 +270,22 @@ class LearnerNode(Node):
             read_only=True,
         )
 
+        self.transport = p.declare(
+            "weights.transport",
+            "file",
+            "How stations get each version: file (a file:// uri on a shared filesystem) or ros "
+            "(a ros:// uri: chunked download from this node's get_weights service).",
+            read_only=True,
+            choices=("file", "ros"),
+        )
+        chunk = p.declare(
+            "weights.chunk_bytes", DEFAULT_CHUNK, "Largest GetWeights chunk [bytes].",
+            read_only=True, min_value=4096, max_value=16 * 1024 * 1024,
+        )
+
         settings = {name: self.get_parameter(name).value for name in DEFAULTS}
         self.trainer = Trainer(settings, self.ctx)
+        self.start_version = self.trainer.version
         self.policy_dir, self.spool = self.trainer.policy_dir, self.trainer.spool
         self.spool.mkdir(parents=True, exist_ok=True)
         self.seen_path = self.out / "seen_episode_ids.txt"
@@ -292,6 +307,10 @@ class LearnerNode(Node):
         self.create_subscription(LabelledEpisode, "/learner/episodes", self.on_episode, RELIABLE)
         self.coordinator = self.create_client(
             PracticeCommand, self.pause_service, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        self.weights_server = WeightsServer(
+            self, "~/get_weights", self.published_dir, chunk,
+            callback_group=MutuallyExclusiveCallbackGroup(),
         )
         self.restore_spool()
         self.publish_weights(path)
@@ -456,10 +475,22 @@ class LearnerNode(Node):
             return
         self.command(PracticeCommand.Request.RESUME)
 
+    def published_dir(self, version: int) -> Path | None:
+        """The checkpoint directory of a published ``version`` (served by get_weights)."""
+        if version > self.version:
+            return None
+        path = self.policy_dir / f"v{version}"
+        if path.is_dir():
+            return path
+        return self.trainer.start_path if version == self.start_version else None
+
     def publish_weights(self, path: Path) -> None:
+        uri = f"file://{path.resolve()}"
+        if self.transport == "ros":
+            uri = service_uri(self.weights_server.name)
         msg = WeightsUpdate(
             version=self.version,
-            uri=f"file://{path.resolve()}",
+            uri=uri,
             sha256=sha256_file(path / MODEL_FILE),
             config_sha256=sha256_file(path / CONFIG_FILE),
             learning_round=self.version,

@@ -136,9 +136,13 @@ class ModelHost:
     """Holds the model in use; ``swap_async`` loads a new one on a worker thread and swaps
     it in atomically, so callers of ``current`` never wait for a load."""
 
-    def __init__(self, initial: LoadedModel, compute: Compute | None = None) -> None:
+    def __init__(self, initial: LoadedModel, compute: Compute | None = None,
+                 fetch: Callable[[str, int, str, str], Path] | None = None) -> None:
         self._current = initial
         self.compute = compute or Compute()
+        #: ``fetch(uri, version, sha256, config_sha256) -> local dir`` for ``ros://`` uris
+        #: (efm_ros.weights_transfer.WeightsFetcher.fetch)
+        self.fetch = fetch
         self._lock = threading.Lock()
         self._loading: threading.Thread | None = None
 
@@ -156,8 +160,10 @@ class ModelHost:
         version: int,
         expected_sha256: str,
         on_done: Callable[[LoadedModel | None, str], None],
+        expected_config_sha256: str = "",
     ) -> bool:
-        """Start loading; ``on_done(loaded or None, error text)`` runs on the worker thread.
+        """Start loading (a ``ros://`` uri is downloaded first, with ``fetch``);
+        ``on_done(loaded or None, error text)`` runs on the worker thread.
 
         Returns False (and loads nothing) while a previous load is still running or when
         ``version`` is not newer than the one in use.
@@ -167,7 +173,13 @@ class ModelHost:
 
         def work() -> None:
             try:
-                loaded = load_verified(uri, version, expected_sha256, self.compute)
+                source = uri
+                if urlparse(uri).scheme == "ros":
+                    if self.fetch is None:
+                        raise ValueError("ros:// weights need a fetcher (weights.cache_dir)")
+                    source = str(self.fetch(uri, version, expected_sha256,
+                                            expected_config_sha256))
+                loaded = load_verified(source, version, expected_sha256, self.compute)
             except (OSError, ValueError) as error:
                 on_done(None, str(error))
                 return

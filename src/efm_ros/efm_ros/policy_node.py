@@ -45,6 +45,7 @@ from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
 from efm_ros.safety import SafetyLimits, Watchdog
 from efm_ros.spin import NodeEntry, run_node
+from efm_ros.weights_transfer import WeightsFetcher, service_of
 
 MODES = ("local", "remote_server", "remote_client")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -131,6 +132,15 @@ class PolicyNode(Node):
             read_only=True,
         )
         self.allowed_dir = Path(allowed).resolve() if allowed else None
+        cache = p.declare(
+            "weights.cache_dir",
+            "~/.cache/efm/weights",
+            "Where checkpoints served by the learner over ROS 2 (ros:// uris) are downloaded "
+            "to, one folder per station namespace and version.",
+            read_only=True,
+        )
+        station = self.get_namespace().strip("/").replace("/", "_") or "default"
+        self.fetcher = WeightsFetcher(self, Path(cache).expanduser() / station)
         self.fleet_key = declare_fleet_key(p, self.get_logger())
         if self.allowed_dir is None and self.mode != "remote_client":
             self.get_logger().warning(
@@ -144,7 +154,8 @@ class PolicyNode(Node):
         if self.mode != "remote_client":
             if not checkpoint:
                 raise ValueError(f"model.checkpoint is required in mode {self.mode}")
-            self.host = ModelHost(load_verified(checkpoint, version, sha, compute), compute)
+            self.host = ModelHost(load_verified(checkpoint, version, sha, compute), compute,
+                                  fetch=self.fetcher.fetch)
         self.latest: Observation | None = None
         self.acted_on_step: tuple[str, int, int] | None = None
         self.topic_instruction = ""
@@ -233,11 +244,18 @@ class PolicyNode(Node):
             self.get_logger().info(f"now acting with policy version {loaded.version}")
             self._publish_version()
 
-        if not self.host.swap_async(msg.uri, int(msg.version), msg.sha256, done):
+        if not self.host.swap_async(msg.uri, int(msg.version), msg.sha256, done,
+                                    msg.config_sha256):
             self.diag.count("weights.deferred_busy")
 
     def outside_allowed_dir(self, uri: str) -> str:
-        """Why ``uri`` may not be loaded ('' if it may)."""
+        """Why ``uri`` may not be loaded ('' if it may). A ``ros://`` checkpoint is fetched
+        into this node's own cache and checked against the message's digests."""
+        try:
+            if service_of(uri) is not None:
+                return ""
+        except ValueError as error:
+            return str(error)
         if self.allowed_dir is None:
             return ""
         try:
