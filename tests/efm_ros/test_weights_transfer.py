@@ -5,8 +5,10 @@ files of versions it published."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -16,6 +18,20 @@ from tests_efm_ros_helpers import observation, write_tiny_checkpoint
 
 def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@contextlib.contextmanager
+def _spinning(executor):
+    """Spin ``executor`` on a thread, as a node's does while its loader thread fetches."""
+    stop = threading.Event()
+    spinner = threading.Thread(
+        target=lambda: [executor.spin_once(0.05) for _ in iter(stop.is_set, True)], daemon=True)
+    spinner.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        spinner.join(timeout=2.0)
 
 
 @pytest.fixture
@@ -113,16 +129,8 @@ def served(ros_context, graph, tmp_path):
     server = WeightsServer(host, "~/get_weights", lambda v: v1 if v == 1 else None, 4096)
     station = add(Node("station", context=ros_context))
     fetcher = WeightsFetcher(station, tmp_path / "cache", chunk=4096, timeout_s=5.0)
-    # fetch() blocks; the executor must spin meanwhile, as a node's does
-    import threading
-
-    stop = threading.Event()
-    spinner = threading.Thread(target=lambda: [executor.spin_once(0.05) for _ in iter(
-        stop.is_set, True)], daemon=True)
-    spinner.start()
-    yield v1, server, fetcher, tmp_path / "cache" / "v1"
-    stop.set()
-    spinner.join(timeout=2.0)
+    with _spinning(executor):  # fetch() blocks; the executor must spin meanwhile
+        yield v1, server, fetcher, tmp_path / "cache" / "v1"
 
 
 def test_a_partial_download_is_resumed_and_a_corrupt_one_restarted(served):
@@ -207,18 +215,9 @@ def test_a_lost_chunk_answer_is_asked_for_again(ros_context, graph, tmp_path):
     server.service.callback = slow_first
     station = add(Node("station", context=ros_context))
     fetcher = WeightsFetcher(station, tmp_path / "cache", chunk=4096, call_timeout_s=0.5)
-    import threading
-
-    stop = threading.Event()
-    spinner = threading.Thread(target=lambda: [executor.spin_once(0.05) for _ in iter(
-        stop.is_set, True)], daemon=True)
-    spinner.start()
-    try:
+    with _spinning(executor):
         path = fetcher.fetch("ros:///learner/get_weights", 1, _sha(v1 / "model.safetensors"),
                              _sha(v1 / "config.json"))
-    finally:
-        stop.set()
-        spinner.join(timeout=2.0)
     # config.json at 0 (lost), at 0 again, then model.safetensors' three chunks: nothing
     # else is asked twice
     assert fetcher.retried_calls == 1 and calls == [0, 0, 0, 4096, 8192]

@@ -1,8 +1,8 @@
 """efm_sim: simulation domains and scripted demonstrators (paper Appendix D).
 
-PointMass (the paper's pointmass notebook), PushTable (LanguageTable-like, Appendix D.1)
-and BananaTable (Appendix D.2), plus the episode dataset format. Knows nothing of ROS
-and never imports rclpy or torch.
+PointMass (the paper's pointmass notebook), PushTable (LanguageTable-like, Appendix D.1),
+BananaTable (Appendix D.2) and ALOHA insertion (Appendix D.3, ``efm_sim.aloha``), plus
+the episode dataset formats. Knows nothing of ROS and never imports rclpy or torch.
 
     >>> import efm_sim
     >>> env = efm_sim.make_env("pointmass")
@@ -32,18 +32,25 @@ GYM_IDS: dict[str, str] = {
     "bananatable": "efm/BananaTable-v0",
 }
 ENV_NAMES: tuple[str, ...] = tuple(_ENV_CLASSES)
+"""Single-arm, single-camera domains (Appendices D.1, D.2 and the pointmass notebook)."""
+# ALOHA bimanual insertion (Appendix D.3): 14 joints, four cameras; needs gym-aloha's
+# assets, loaded only when the env is built.
+_ENV_CLASSES["aloha_insertion"] = "efm_sim.aloha:AlohaInsertionEnv"
+GYM_IDS["aloha_insertion"] = "efm/AlohaInsertion-v0"
+ALL_ENV_NAMES: tuple[str, ...] = tuple(_ENV_CLASSES)
 
 
 def env_class(name: str) -> type[gym.Env]:
     """The environment class registered under ``name`` (ValueError if unknown)."""
     if name not in _ENV_CLASSES:
-        raise ValueError(f"unknown env {name!r}; valid names: {list(ENV_NAMES)}")
+        raise ValueError(f"unknown env {name!r}; valid names: {list(ALL_ENV_NAMES)}")
     module, cls = _ENV_CLASSES[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
 def make_env(name: str, **kwargs: Any) -> gym.Env:
-    """Build the environment ``name`` ("pointmass", "pushtable", "bananatable").
+    """Build the environment ``name`` ("pointmass", "pushtable", "bananatable",
+    "aloha_insertion").
 
     Keyword arguments go to the environment's constructor (e.g. ``image_size=224``,
     ``max_episode_steps``, ``terminate_on_success``, ``render_mode="rgb_array"``).
@@ -60,4 +67,4 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["ENV_NAMES", "GYM_IDS", "env_class", "make_env"]
+__all__ = ["ALL_ENV_NAMES", "ENV_NAMES", "GYM_IDS", "env_class", "make_env"]

@@ -10,15 +10,12 @@ and runs 20 physics substeps of 5 ms.
 
 from __future__ import annotations
 
-import atexit
 import os
-import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import contextlib
 
 import gymnasium as gym
 import mujoco
@@ -27,6 +24,7 @@ from gymnasium import spaces
 
 from efm_sim import tasks
 from efm_sim._validation import validate_action
+from efm_sim.rendering import new_renderer
 
 BOARD_HALF = 0.25
 """Half side of the square board (m)."""
@@ -49,16 +47,6 @@ RIM_RGBA = "0.35 0.33 0.30 1"
 EE_RGBA = "0.15 0.15 0.17 1"
 
 
-_LIVE_RENDERERS: weakref.WeakSet[mujoco.Renderer] = weakref.WeakSet()
-_AT_EXIT_REGISTERED = False
-
-
-def _close_renderers() -> None:
-    # Close GL contexts before interpreter teardown. Registered after the first
-    # Renderer exists, so it runs before MuJoCo's own eglTerminate hook (LIFO).
-    for renderer in list(_LIVE_RENDERERS):
-        with contextlib.suppress(Exception):
-            renderer.close()
 
 
 def location_xy(name: str) -> np.ndarray:
@@ -343,12 +331,7 @@ class TabletopEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def _render_camera(self) -> np.ndarray:
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self.height, self.width)
-            _LIVE_RENDERERS.add(self._renderer)
-            global _AT_EXIT_REGISTERED
-            if not _AT_EXIT_REGISTERED:
-                atexit.register(_close_renderers)
-                _AT_EXIT_REGISTERED = True
+            self._renderer = new_renderer(self.model, self.height, self.width)
         self._renderer.update_scene(self.data, camera="top")
         return self._renderer.render().copy()
 
