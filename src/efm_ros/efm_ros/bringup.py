@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from efm_ros.node_set import NodeSpec, load_params, practice_nodes
@@ -73,7 +74,10 @@ class Graph:
         *,
         compose: bool = False,
         sim: bool = True,
+        prefix: Callable[[str], list[str]] | None = None,
     ) -> None:
+        """``prefix(process name)``: a command to run each process under (e.g. ``ip netns
+        exec``: efm_ros.netns.SimulatedLan.prefix)."""
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}
@@ -82,7 +86,7 @@ class Graph:
             log = open(log_dir / (name.strip("/").replace("/", ".") + ".log"), "wb")  # noqa: SIM115 - closed in stop()
             self.logs.append(log)
             self.procs[name] = subprocess.Popen(
-                command,
+                [*(prefix(name) if prefix else []), *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
