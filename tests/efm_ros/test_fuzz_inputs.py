@@ -301,3 +301,340 @@ def test_fuzzed_practice_commands_are_answered(ros_context):
     executor.shutdown()
     node.destroy_node()
     client.destroy_node()
+
+
+@st.composite
+def action_commands(draw, names=("dx", "dy")):
+    """ActionCommands a buggy or hostile publisher might send: wrong names, chunk sizes and
+    value counts, NaN/inf, huge values, hold set or not."""
+    from efm_interfaces.msg import ActionCommand
+
+    chunk = draw(st.integers(0, 4))
+    count = draw(st.sampled_from([chunk * len(names), chunk * len(names) + 1, 0, 7]))
+    return ActionCommand(
+        station="station_0", step=draw(st.integers(0, 2**32 - 1)),
+        names=draw(st.sampled_from([list(names), [], ["dy", "dx"], ["q"] * len(names)])),
+        chunk_length=chunk, period_s=draw(st.sampled_from([0.0, 0.1, float("nan")])),
+        values=draw(st.lists(st.one_of(FLOATS, st.floats(-1e30, 1e30, width=64)),
+                             min_size=count, max_size=count)),
+        hold=draw(st.booleans()),
+    )
+
+
+def test_fuzzed_commands_and_resets_never_crash_sim_robot_or_move_it_on_bad_input(ros_context):
+    """sim_robot's action_command subscriber and reset service (issue 17 fuzzing): a command
+    the embodiment refuses leaves the simulated robot exactly where it was; the state stays
+    finite whatever arrives; every reset request is answered."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from efm_interfaces.msg import ActionCommand
+    from efm_interfaces.srv import ResetStation
+    from efm_ros.qos import RELIABLE
+    from efm_ros.sim_robot import SimRobotNode
+
+    robot = SimRobotNode(context=ros_context, namespace="station_0", parameter_overrides=[
+        Parameter("control.realtime", value=False), Parameter("sim.image_size", value=16),
+        Parameter("control.idle_publish_hz", value=0.0)])
+    tester = Node("fuzzer", namespace="station_0", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(robot)
+    executor.add_node(tester)
+    pub = tester.create_publisher(ActionCommand, "action_command", RELIABLE)
+    reset = tester.create_client(ResetStation, "reset")
+    assert spin_until(executor, lambda: reset.service_is_ready()
+                      and pub.get_subscription_count() > 0)
+    counts = {"invalid": 0, "applied": 0, "resets_ok": 0, "resets_refused": 0}
+
+    def call_reset(request):
+        future = reset.call_async(request)
+        assert spin_until(executor, future.done, timeout=10.0)
+        return future.result()
+
+    assert call_reset(ResetStation.Request(seed=1)).ok
+
+    good = st.builds(lambda v: ActionCommand(station="station_0", names=["dx", "dy"],
+                                             chunk_length=1, values=v),
+                     st.lists(st.floats(-0.125, 0.125, width=32), min_size=2, max_size=2))
+
+    @SETTINGS
+    @given(command=st.one_of(action_commands(), good))
+    def one_command(command):
+        before = robot.env.unwrapped.data.qpos.copy()
+        steps = robot.diag.counters.get("steps", 0)
+        pub.publish(command)
+        spin_until(executor, lambda: False, timeout=0.03)
+        after = robot.env.unwrapped.data.qpos
+        assert np.all(np.isfinite(after))
+        try:
+            robot.embodiment.command_values(command)
+            valid = not command.hold
+        except ValueError:
+            valid = False
+        if not valid:
+            counts["invalid"] += 1
+            np.testing.assert_array_equal(after, before)  # never moved
+            assert robot.diag.counters.get("steps", 0) == steps
+        elif robot.diag.counters.get("steps", 0) > steps:
+            counts["applied"] += 1
+        if robot.episode_done:
+            assert call_reset(ResetStation.Request(seed=2)).ok
+
+    @SETTINGS
+    @given(family=st.one_of(st.just(""), st.just("block2block"), st.text(max_size=20)),
+           instruction=st.one_of(st.just(""), st.text(max_size=40)),
+           seed=st.integers(-2**63, 2**63 - 1))
+    def one_reset(family, instruction, seed):
+        response = call_reset(ResetStation.Request(
+            task_family=family.replace("\x00", ""), instruction=instruction.replace("\x00", ""),
+            seed=seed))
+        counts["resets_ok" if response.ok else "resets_refused"] += 1
+        assert response.ok or response.message
+        assert np.all(np.isfinite(robot.env.unwrapped.data.qpos))
+
+    one_command()
+    one_reset()
+    print("fuzz cases (sim_robot):", counts,
+          {k: v for k, v in robot.diag.counters.items() if k.startswith("rejected")})
+    assert counts["invalid"] > 0 and robot.diag.counters.get("rejected.command", 0) > 0
+    assert counts["applied"] > 0  # valid commands do move it: the comparison can fail
+    assert counts["resets_refused"] > 0 and counts["resets_ok"] > 0
+    executor.shutdown()
+    robot.env.close()
+    robot.destroy_node()
+    tester.destroy_node()
+
+
+def test_fuzzed_episode_events_never_crash_the_recorder(ros_context, tmp_path):
+    """The recorder's episode/events (issue 17 fuzzing): arbitrary text, JSON of the wrong
+    shape, ids that are no folder name, stops without a start. Only well-formed events
+    open bags, only inside the output folder, and every bag it closed is readable."""
+    import json
+
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import String
+
+    from efm_ros.episode_recorder import EpisodeRecorderNode
+    from efm_ros.qos import RELIABLE
+
+    out = tmp_path / "bags"
+    node = EpisodeRecorderNode(context=ros_context, namespace="station_0", parameter_overrides=[
+        Parameter("recorder.output_dir", value=str(out))])
+    tester = Node("fuzzer", namespace="station_0", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    executor.add_node(tester)
+    pub = tester.create_publisher(String, "episode/events", RELIABLE)
+    assert spin_until(executor, lambda: pub.get_subscription_count() > 0)
+    ids = st.one_of(st.sampled_from(["ep-1", "ep-2", "../escape", "a/b", "", ".", "x" * 300]),
+                    st.text(max_size=12))
+    events = st.one_of(
+        st.text(max_size=40),
+        st.builds(lambda e, i, v: json.dumps({"event": e, "episode_id": i,
+                                              "instruction": "push", "policy_version": v}),
+                  st.sampled_from(["start", "stop", "pause"]), ids,
+                  st.one_of(st.integers(-3, 3), st.just("1"), st.just(True))),
+        st.builds(lambda i, s, n: json.dumps({"event": "stop", "episode_id": i, "success": s,
+                                              "length": n}),
+                  ids, st.one_of(st.booleans(), st.just("yes")), st.integers(-2, 5)),
+        st.just("[1, 2]"), st.just("null"))
+    sent = []
+
+    @SETTINGS
+    @given(text=events)
+    def one(text):
+        sent.append(text)
+        pub.publish(String(data=text))
+        spin_until(executor, lambda: False, timeout=0.02)
+
+    one()
+    spin_until(executor, lambda: False, timeout=0.3)
+    EpisodeRecorderNode.close_on_shutdown(node)
+    from rosbags.highlevel import AnyReader
+
+    bags = [p for p in out.rglob("*") if p.is_dir() and (p / "metadata.yaml").exists()]
+    for bag in bags:
+        assert bag.resolve().is_relative_to(out.resolve())  # never outside the folder
+        with AnyReader([bag]):
+            pass  # readable
+    rejected = node.diag.counters.get("rejected.episode_event", 0)
+    print("fuzz cases (episode_recorder):", len(sent), "bags:", len(bags), "rejected:", rejected)
+    assert rejected > 0
+    executor.shutdown()
+    node.destroy_node()
+    tester.destroy_node()
+
+
+def test_fuzzed_compressed_frames_never_crash_camera_ingest(ros_context):
+    """camera_ingest with a CompressedImage camera (issue 17 fuzzing): random bytes, lying
+    formats, truncated and valid JPEG/PNG; what it publishes the policy accepts."""
+    import io
+
+    from PIL import Image as PILImage
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CompressedImage
+
+    from efm_interfaces.msg import Observation
+    from efm_ros.camera_ingest import CameraIngestNode
+    from efm_ros.conversions import observation_arrays
+    from efm_ros.qos import SENSOR
+
+    node = CameraIngestNode(namespace="station_0", context=ros_context, parameter_overrides=[
+        Parameter("cameras.names", value=["top"]), Parameter("cameras.compressed", value=[True]),
+        Parameter("output.size", value=[16, 16])])
+    tester = Node("fuzzer", namespace="station_0", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    executor.add_node(tester)
+    frames = tester.create_publisher(CompressedImage, "camera/top/image_raw/compressed", SENSOR)
+    out = []
+    tester.create_subscription(Observation, "observation", out.append, SENSOR)
+    assert spin_until(executor, lambda: frames.get_subscription_count() > 0)
+
+    def encoded(fmt: str, h: int, w: int, seed: int) -> bytes:
+        pixels = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        PILImage.fromarray(pixels).save(buffer, format=fmt)
+        return buffer.getvalue()
+
+    payloads = st.one_of(
+        st.binary(max_size=200),
+        st.builds(encoded, st.sampled_from(["JPEG", "PNG"]), st.integers(1, 40),
+                  st.integers(1, 40), st.integers(0, 9)),
+        st.builds(lambda b, n: b[:n], st.builds(encoded, st.just("JPEG"), st.just(24),
+                                                st.just(24), st.just(0)), st.integers(0, 300)))
+    formats = st.sampled_from(["jpeg", "png", "rgb8; jpeg compressed bgr8", "", "tiff", "jpg"])
+    valid = []
+
+    @SETTINGS
+    @given(data=payloads, fmt=formats)
+    def one(data, fmt):
+        msg = CompressedImage(format=fmt, data=data)
+        msg.header.stamp = tester.get_clock().now().to_msg()
+        frames.publish(msg)
+        spin_until(executor, lambda: False, timeout=0.03)
+
+    one()
+    spin_until(executor, lambda: False, timeout=0.3)
+    for msg in out:
+        arrays = observation_arrays(msg)  # raises if it published something invalid
+        valid.append(arrays["images"]["top"].shape)
+    rejected = {k: v for k, v in node.diag.counters.items() if k.startswith("rejected")}
+    print("fuzz cases (camera_ingest compressed):", 40, "observations out:", len(out), rejected)
+    assert rejected and all(shape == (16, 16, 3) for shape in valid)
+    executor.shutdown()
+    node.destroy_node()
+    tester.destroy_node()
+
+
+def test_fuzzed_run_episode_goals_are_rejected_or_end_with_a_result(ros_context,
+                                                                    tiny_checkpoint, tmp_path):
+    """The actor's RunEpisode goals (issue 17 fuzzing), against a whole in-process station
+    (sim_robot, camera_ingest, steps_to_go, policy, episode_recorder, actor): any
+    instruction, task family, step limit, station and seed is either rejected at once or
+    ends with a result and a known termination reason within its deadline; the actor
+    keeps serving afterwards (a plain goal still runs to its step limit)."""
+    from action_msgs.msg import GoalStatus
+    from rclpy.action import ActionClient
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from efm_interfaces.action import RunEpisode
+    from efm_ros.actor_node import ActorNode
+    from efm_ros.camera_ingest import CameraIngestNode
+    from efm_ros.episode_recorder import EpisodeRecorderNode
+    from efm_ros.policy_node import PolicyNode
+    from efm_ros.sim_robot import SimRobotNode
+    from efm_ros.steps_to_go_node import StepsToGoNode
+
+    def make(cls, **params):
+        return cls(context=ros_context, namespace="station_0",
+                   parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+
+    ckpt = str(tiny_checkpoint)
+    nodes = [
+        make(SimRobotNode, **{"sim.image_size": 16, "control.realtime": False,
+                              "control.idle_publish_hz": 5.0}),
+        make(CameraIngestNode, **{"cameras.names": ["top"], "output.size": [16, 16],
+                                  "proprio.enabled": True, "proprio.names": ["ee_x", "ee_y"],
+                                  "sync.tolerance_s": 0.01}),
+        make(StepsToGoNode, **{"model.checkpoint": ckpt, "success.threshold": 0.0,
+                               "predict.every_observation": True, "viz.enabled": False}),
+        make(PolicyNode, **{"model.checkpoint": ckpt, "control.trigger": "observation",
+                            "safety.observation_timeout_s": 2.0}),
+        make(EpisodeRecorderNode, **{"recorder.output_dir": str(tmp_path / "bags")}),
+        make(ActorNode, **{"episode.max_steps": 4, "episode.timeout_s": 3.0,
+                           "episode.stall_timeout_s": 3.0, "learner.spool_dir": ""}),
+    ]
+    client_node = Node("fuzzer", context=ros_context)
+    executor = MultiThreadedExecutor(num_threads=6, context=ros_context)
+    for n in (*nodes[1:], client_node):
+        executor.add_node(n)
+    # the simulator renders with an EGL context current on one thread: its own executor
+    # and thread, as efm_ros.compose runs it
+    import threading
+
+    from rclpy.executors import SingleThreadedExecutor
+
+    sim_executor, stop = SingleThreadedExecutor(context=ros_context), threading.Event()
+    sim_executor.add_node(nodes[0])
+    sim_thread = threading.Thread(target=lambda: [sim_executor.spin_once(0.05)
+                                                  for _ in iter(stop.is_set, True)], daemon=True)
+    sim_thread.start()
+    client = ActionClient(client_node, RunEpisode, "/station_0/run_episode")
+    assert spin_until(executor, lambda: client.server_is_ready(), timeout=10.0)
+    outcomes: dict[str, int] = {}
+
+    def run(goal, deadline=30.0):
+        sent = client.send_goal_async(goal)
+        assert spin_until(executor, sent.done, timeout=10.0)
+        handle = sent.result()
+        if not handle.accepted:
+            return "rejected", None
+        result = handle.get_result_async()
+        assert spin_until(executor, result.done, timeout=deadline), goal
+        return result.result().status, result.result().result
+
+    @settings(max_examples=12, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(instruction=st.one_of(st.just(""), st.just("push the red star to the blue cube"),
+                                 st.text(max_size=30)),
+           family=st.one_of(st.just(""), st.just("block2block"), st.text(max_size=12)),
+           max_steps=st.one_of(st.integers(0, 6), st.just(2**32 - 1)),
+           station=st.sampled_from(["", "station_0", "station_9", "\u00e9"]),
+           seed=st.integers(-2**63, 2**63 - 1))
+    def one(instruction, family, max_steps, station, seed):
+        goal = RunEpisode.Goal(instruction=instruction.replace("\x00", ""),
+                               task_family=family.replace("\x00", ""), max_steps=max_steps,
+                               station=station, seed=seed)
+        status, result = run(goal)
+        if status == "rejected":
+            assert station not in ("", "station_0")
+            key = "rejected"
+        else:
+            assert status in (GoalStatus.STATUS_SUCCEEDED, GoalStatus.STATUS_ABORTED)
+            assert result.termination_reason in (0, 1, 2, 3)
+            if result.termination_reason == 3:
+                assert result.termination_detail
+            key = f"status {status} / reason {result.termination_reason}"
+        outcomes[key] = outcomes.get(key, 0) + 1
+
+    try:
+        one()
+        status, result = run(RunEpisode.Goal(max_steps=3, seed=5))  # still serving
+        assert status == GoalStatus.STATUS_SUCCEEDED and result.length == 3, result
+        print("fuzz cases (actor goals):", outcomes)
+        assert len(outcomes) >= 2
+    finally:
+        stop.set()
+        sim_thread.join(timeout=5.0)
+        executor.shutdown()
+        sim_executor.shutdown()
+        for n in (*nodes, client_node):
+            n.destroy_node()
