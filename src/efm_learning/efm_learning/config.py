@@ -205,6 +205,11 @@ class SFTConfig:
     log_every: int = 100
     #: rolling "last" checkpoint for resuming, every this many steps
     checkpoint_every: int = 1000
+    #: Stage 2 policy initialisation (Appendix B): "best_bc", the checkpoint at the best
+    #: BC validation loss; "last", the final one, trained past that loss (the paper's
+    #: ALOHA choice: best BC validation at ~5K-10K steps, a far better policy at
+    #: ~100K-300K). The reward model is always ``best_steps_to_go``
+    policy_checkpoint: Literal["best_bc", "last"] = "best_bc"
 
     def __post_init__(self) -> None:
         _require(self.steps > 0, "steps", "must be > 0")
@@ -230,7 +235,8 @@ class SFTConfig:
 class ImproveConfig:
     """Stage 2 Self-Improvement (Section 2.2, Algorithm 1, Appendices A.3, C)."""
 
-    #: policy initialisation; default ``<run_dir>/sft/best_bc`` (Appendix B)
+    #: policy initialisation; default ``<run_dir>/sft/<sft.policy_checkpoint>`` (best_bc
+    #: unless set, Appendix B)
     policy_checkpoint: str | None = None
     #: frozen reward model / success detector; default ``<run_dir>/sft/best_steps_to_go``
     reward_checkpoint: str | None = None
@@ -306,7 +312,9 @@ class ExperimentConfig:
 
     name: str = "experiment"
     schema_version: int = SCHEMA_VERSION
-    env: Literal["pointmass", "pushtable", "bananatable"] = "pointmass"
+    #: "aloha_insertion": Stage 1 only (``efm sft``) on ALOHA recordings made with
+    #: ``python -m efm_sim.aloha_generate`` (docs/ALOHA.md)
+    env: Literal["pointmass", "pushtable", "bananatable", "aloha_insertion"] = "pointmass"
     #: keyword arguments for ``efm_sim.make_env`` (e.g. image_size)
     env_kwargs: dict = field(default_factory=dict)
     #: outputs (checkpoints, TensorBoard, plots) go under ``<run_dir>/``

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from efm_sim import keys, tasks
+from efm_sim.aloha_dataset import EPISODE_GLOB as ALOHA_EPISODE_GLOB
+from efm_sim.aloha_dataset import AlohaEpisodeError
 from efm_sim.dataset import EPISODE_GLOB, CorruptEpisodeError, Episode, read_episode
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,20 @@ def list_episode_files(root: str | Path) -> list[Path]:
             f"dataset directory {root} does not exist; generate it with "
             f"`python -m efm_sim.generate --env <env> --episodes N --out {root}`"
         )
-    return sorted(p for p in root.glob(EPISODE_GLOB) if p.is_file())
+    # efm_sim episode files, and ALOHA recordings (efm_learning.aloha_data, at 10 Hz)
+    return sorted(
+        p for pattern in (EPISODE_GLOB, ALOHA_EPISODE_GLOB) for p in root.glob(pattern)
+        if p.is_file()
+    )
+
+
+def read_episode_file(path: Path, load_images: bool) -> Episode:
+    """An efm_sim episode file, or an ALOHA ``.hdf5`` recording as 10 Hz policy steps."""
+    if path.suffix == ".hdf5":
+        from efm_learning.aloha_data import read_policy_episode
+
+        return read_policy_episode(path, load_images=load_images)
+    return read_episode(path, load_images=load_images)
 
 
 def split_train_val(
@@ -84,8 +99,8 @@ def iter_episodes(
         read_any = False
         for i in order:
             try:
-                episode = read_episode(paths[int(i)], load_images=load_images)
-            except CorruptEpisodeError as error:
+                episode = read_episode_file(paths[int(i)], load_images=load_images)
+            except (CorruptEpisodeError, AlohaEpisodeError) as error:
                 logger.warning("skipping corrupt episode: %s", error)
                 continue
             read_any = True

@@ -25,7 +25,7 @@ from efm_learning.config import ExperimentConfig
 from efm_learning.data import list_episode_files, split_train_val
 from efm_learning.evaluation import Evaluator
 from efm_learning.self_improvement import ImproveResult, self_improve
-from efm_learning.sft import BEST_BC, BEST_STEPS_TO_GO, train_sft
+from efm_learning.sft import BEST_STEPS_TO_GO, train_sft
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def run_pipeline(
     timings["stage1_s"] = time.perf_counter() - t
     echo(f"[stage 1] best validation NLL: {sft.best_val} ({timings['stage1_s']:.0f} s)")
 
-    policy, _ = load_checkpoint(run_dir / "sft" / BEST_BC)
+    policy, _ = load_checkpoint(run_dir / "sft" / cfg.sft.policy_checkpoint)
     reward_model, _ = load_checkpoint(run_dir / "sft" / BEST_STEPS_TO_GO)
     imp = cfg.improve
     evaluator = Evaluator(

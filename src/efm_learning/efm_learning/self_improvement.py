@@ -184,7 +184,7 @@ def self_improve(
     torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     sft_dir = cfg.run_path / "sft"
-    policy_path = Path(imp.policy_checkpoint or sft_dir / "best_bc")
+    policy_path = Path(imp.policy_checkpoint or sft_dir / cfg.sft.policy_checkpoint)
     reward_path = Path(imp.reward_checkpoint or sft_dir / "best_steps_to_go")
 
     # -- models: policy from Stage 1, separate frozen reward model / detector --------

@@ -8,7 +8,9 @@ per-objective means. Every ``eval_every`` steps the held-out losses are computed
 validation batches (never trained on), and the best-validation checkpoint is kept
 *separately* for BC (``best_bc``: the Stage 2 policy initialisation) and for steps-to-go
 (``best_steps_to_go``: the frozen reward model and success detector), as in Appendix B.
-``last`` holds optimizer and RNG state for resuming. A NaN/inf loss or gradient stops
+``last`` holds optimizer and RNG state for resuming; with ``sft.policy_checkpoint: last``
+it is also the Stage 2 policy, trained past the best BC validation loss (Appendix B's
+ALOHA exception). A NaN/inf loss or gradient stops
 training with :class:`NonFiniteLossError`; the checkpoints on disk stay the last good ones.
 """
 
@@ -337,6 +339,11 @@ def train_sft(
         samples_per_s=steps_run * sft.batch_size / elapsed if elapsed > 0 else 0.0,
         checkpoints={n: out / n for n in (BEST_BC, BEST_STEPS_TO_GO, LAST)},
     )
+    # the Stage 2 policy initialisation (Appendix B): best_bc, or last (trained past it)
+    result.checkpoints["policy"] = out / sft.policy_checkpoint
+    if sft.policy_checkpoint == LAST and val:
+        logger.info("Stage 2 policy: last (step %d, val BC %.4f; best val BC %.4f)",
+                    sft.steps, val.get("val/bc_loss", math.nan), best["bc"])
     if metrics is not None:
         metrics.close()
         plot_sft_curves(out)

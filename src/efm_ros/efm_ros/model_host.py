@@ -196,9 +196,13 @@ def model_input(arrays: list[dict[str, Any]], instruction: str | None = None) ->
     """Stack validated Observation arrays (``conversions.observation_arrays``) into the
     batch dict the EFM backends take (keys from ``efm_sim.keys``).
 
-    The first camera is the model's image; with the paper's ALOHA layout, camera_ingest
-    publishes the two stacked 224x224 images as two cameras and backends that take two
-    views read ``images`` in order.
+    Every camera image reaches the model: ``observation.images`` holds all of them in the
+    order the Observation names them, ``(B, N, H, W, 3)`` (and
+    ``observation.previous_images`` their previous frames); with the paper's ALOHA layout
+    camera_ingest publishes the two stacked images of Appendix D.3 as two cameras, which
+    the ``aloha_efm`` backend reads in that order. The first camera is also the
+    single-image key ``observation.image`` (with ``observation.previous_image``), as the
+    single-camera backends have always read it.
     """
     if not arrays:
         raise ValueError("no observations")
@@ -207,10 +211,21 @@ def model_input(arrays: list[dict[str, Any]], instruction: str | None = None) ->
         keys.INSTRUCTION: [instruction if instruction else a["instruction"] for a in arrays],
     }
     if arrays[0]["images"]:
-        first = next(iter(arrays[0]["images"]))
-        shapes = {a["images"][first].shape for a in arrays if first in a["images"]}
-        if len(shapes) != 1 or any(first not in a["images"] for a in arrays):
-            raise ValueError(f"observations disagree on camera {first!r} or its image size")
+        names = list(arrays[0]["images"])
+        for name in names:
+            shapes = {a["images"][name].shape for a in arrays if name in a["images"]}
+            if len(shapes) != 1 or any(name not in a["images"] for a in arrays):
+                raise ValueError(f"observations disagree on camera {name!r} or its image size")
+        first = names[0]
         batch[keys.OBS_IMAGE] = np.stack([a["images"][first] for a in arrays])
         batch[keys.OBS_PREV_IMAGE] = np.stack([a["previous_images"][first] for a in arrays])
+        if len({arrays[0]["images"][n].shape for n in names}) == 1:
+            # all cameras, in the Observation's order (a backend that needs them and finds
+            # cameras of different sizes, so no such key, fails loudly)
+            batch[keys.OBS_IMAGES] = np.stack(
+                [np.stack([a["images"][n] for n in names]) for a in arrays]
+            )
+            batch[keys.OBS_PREV_IMAGES] = np.stack(
+                [np.stack([a["previous_images"][n] for n in names]) for a in arrays]
+            )
     return batch

@@ -337,6 +337,43 @@ def read_aloha_episode(
     return episode
 
 
+def read_aloha_frames(
+    path: str | os.PathLike[str], frames: Sequence[int], cameras: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Only frames ``frames`` (sorted or not, repeats allowed) of each camera in
+    ``cameras``: uint8 ``(len(frames), H, W, 3)`` each, JPEG frames decoded. For loaders
+    that subsample a 50 Hz recording (a 480x640 four-camera episode is ~1 GB in memory
+    whole). Raises ``AlohaEpisodeError`` like :func:`read_aloha_episode`."""
+    path = Path(path)
+    index = np.asarray(frames, dtype=np.int64)
+    unique, inverse = np.unique(index, return_inverse=True)
+    out: dict[str, np.ndarray] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            compress = bool(f.attrs.get("compress", False))
+            for cam in cameras:
+                key = f"{IMAGES}/{cam}"
+                if key not in f:
+                    raise AlohaEpisodeError(f"{path}: no camera {cam!r} recorded")
+                data = f[key]
+                if unique.size and (unique[0] < 0 or unique[-1] >= data.shape[0]):
+                    raise AlohaEpisodeError(
+                        f"{path}: frames {unique[0]}..{unique[-1]} outside images/{cam} "
+                        f"({data.shape[0]} frames)"
+                    )
+                rows = data[unique] if unique.size else data[:0]
+                if compress and rows.ndim == 2:
+                    rows = _decode_jpeg_frames(cam, rows)
+                if rows.dtype != np.uint8 or rows.ndim != 4 or rows.shape[-1] != 3:
+                    raise AlohaEpisodeError(f"{path}: images/{cam} is not uint8 (T, H, W, 3)")
+                out[cam] = rows[inverse]
+    except AlohaEpisodeError:
+        raise
+    except (OSError, KeyError, RuntimeError, TypeError) as exc:
+        raise AlohaEpisodeError(f"{path}: unreadable or corrupt episode ({exc})") from exc
+    return out
+
+
 def is_complete_episode(path: str | os.PathLike[str]) -> bool:
     """Cheap resume check: opens, has the layout's datasets and the writer's mark."""
     try:
@@ -355,5 +392,6 @@ __all__ = [
     "episode_path",
     "is_complete_episode",
     "read_aloha_episode",
+    "read_aloha_frames",
     "write_aloha_episode",
 ]

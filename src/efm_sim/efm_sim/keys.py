@@ -13,6 +13,11 @@ OBS_IMAGE = "observation.image"
 
 OBS_PREV_IMAGE = "observation.previous_image"
 """Previous camera frame, uint8 (H, W, 3); the paper feeds two frames (Appendix D.1)."""
+OBS_IMAGES = "observation.images"
+"""Every camera image of an observation, uint8 (N, H, W, 3), in the order the embodiment
+declares (ALOHA: the two stacked images of Appendix D.3)."""
+OBS_PREV_IMAGES = "observation.previous_images"
+"""The previous frame of each of ``OBS_IMAGES`` (same shape)."""
 
 OBS_STATE = "observation.state"
 """Proprioception / low-dimensional state, float32 (PushTable: end-effector xy;
@@ -59,7 +64,9 @@ __all__ = [
     "NEXT_OBS_STATE",
     "OBS_ENV_STATE",
     "OBS_IMAGE",
+    "OBS_IMAGES",
     "OBS_PREV_IMAGE",
+    "OBS_PREV_IMAGES",
     "OBS_STATE",
     "SCHEMA_VERSION",
     "SEED",

@@ -28,6 +28,10 @@ _BACKENDS: dict[str, tuple[str, str]] = {
         "efm_learning.models.configuration_conv_efm:ConvEFMConfig",
         "efm_learning.models.modeling_conv_efm:ConvEFM",
     ),
+    "aloha_efm": (
+        "efm_learning.models.configuration_aloha_efm:AlohaEFMConfig",
+        "efm_learning.models.modeling_aloha_efm:AlohaEFM",
+    ),
     "vlm": (
         "efm_learning.models.configuration_vlm:VLMConfig",
         "efm_learning.models.modeling_vlm:VLMEFM",
