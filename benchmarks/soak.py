@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
               "exit_codes": codes, "nodes": {}}
     print(f"{report['rounds']} rounds, {bags} bags in {args.minutes:.0f} min; exit codes "
           f"{sorted(set(codes.values()))}")
-    print("| node | RSS MB first / last / max | slope MB/h | fds first / last | threads "
-          "first / last |")
+    print("| node | RSS MB at 25% / 50% / 75% / 100% of the run | slope MB/h (2nd half) | "
+          "fds 25% / 100% | threads 25% / 100% |")
     print("| --- | --- | --- | --- | --- |")
     for name, points in series.items():
         if len(points) < 4:
@@ -85,14 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         slope = float(np.polyfit(t[half:], rss[half:], 1)[0])
         fds = [p[1]["fds"] for p in points]
         threads = [p[1]["threads"] for p in points]
+        quarters = [rss[min(len(rss) - 1, int(q * len(rss)))] for q in (0.25, 0.5, 0.75)]
+        quarters.append(rss[-1])
+        q1 = len(points) // 4
         report["nodes"][name] = {
+            "rss_mb_quarters": [round(float(v), 1) for v in quarters],
             "rss_mb": [round(rss[0], 1), round(rss[-1], 1), round(rss.max(), 1)],
             "rss_slope_mb_per_h_second_half": round(slope, 1),
             "fds": [fds[0], fds[-1], max(fds)], "threads": [threads[0], threads[-1],
                                                               max(threads)],
             "samples": len(points)}
-        print(f"| {name} | {rss[0]:.0f} / {rss[-1]:.0f} / {rss.max():.0f} | {slope:+.0f} | "
-              f"{fds[0]} / {fds[-1]} | {threads[0]} / {threads[-1]} |")
+        print(f"| {name} | {' / '.join(f'{v:.0f}' for v in quarters)} | {slope:+.0f} | "
+              f"{fds[q1]} / {fds[-1]} | {threads[q1]} / {threads[-1]} |")
     if args.json:
         args.json.write_text(json.dumps({"command": "python -m benchmarks.soak", **report},
                                         indent=2) + "\n")

@@ -49,7 +49,7 @@ if [ "$(cat "$VENV/.efm-pkgs" 2>/dev/null)" != "$pkgs_hash" ]; then
   echo "$pkgs_hash" > "$VENV/.efm-pkgs"
 fi
 
-iface_hash=$(hash_of src/efm_interfaces/CMakeLists.txt src/efm_interfaces/package.xml \
+iface_hash=$(hash_of cmake/*.cmake src/efm_interfaces/CMakeLists.txt src/efm_interfaces/package.xml \
   src/efm_interfaces/msg/* src/efm_interfaces/srv/* src/efm_interfaces/action/* "$VENV/.efm-deps")
 if [ "$(cat "$VENV/.efm-interfaces" 2>/dev/null)" != "$iface_hash" ]; then
   step "building efm_interfaces into the venv (cmake, ~30 s)"
@@ -69,5 +69,35 @@ if [ "$(cat "$VENV/.efm-interfaces" 2>/dev/null)" != "$iface_hash" ]; then
   AMENT_PREFIX_PATH=$VENV "$VPY" -c \
     "from efm_interfaces.srv import StepsToGo; from efm_interfaces.action import RunEpisode"
   echo "$iface_hash" > "$VENV/.efm-interfaces"
+fi
+# interbotix_xs_msgs: a robot computer has Interbotix's own; elsewhere build efm's stand-in
+# (standins/, same fields and type hashes) into the venv, never over a real install.
+real_interbotix=""
+IFS=: read -r -a prefixes <<< "${AMENT_PREFIX_PATH:-}"
+for prefix in "${prefixes[@]}"; do
+  xml="$prefix/share/interbotix_xs_msgs/package.xml"
+  if [ -f "$xml" ] && ! grep -q "efm stand-in" "$xml"; then real_interbotix=$prefix; fi
+done
+standin_hash=$(hash_of cmake/*.cmake standins/interbotix_xs_msgs/CMakeLists.txt \
+  standins/interbotix_xs_msgs/package.xml standins/interbotix_xs_msgs/msg/* \
+  standins/interbotix_xs_msgs/srv/* "$VENV/.efm-deps")
+if [ -n "$real_interbotix" ]; then
+  step "interbotix_xs_msgs from $real_interbotix (the stand-in is not built)"
+elif [ "$(cat "$VENV/.efm-interbotix" 2>/dev/null)" != "$standin_hash" ]; then
+  step "building the interbotix_xs_msgs stand-in into the venv (cmake, ~30 s)"
+  build=$ROOT/build/interbotix_xs_msgs
+  rm -rf "$build"
+  log=$ROOT/build/interbotix_xs_msgs.log
+  if ! { AMENT_PREFIX_PATH=$VENV cmake -S standins/interbotix_xs_msgs -B "$build" \
+          -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
+          -DPython3_EXECUTABLE="$VPY" -DBUILD_TESTING=OFF \
+        && cmake --build "$build" -j"$(nproc)" \
+        && cmake --install "$build"; } > "$log" 2>&1; then
+    tail -40 "$log"
+    echo "[setup] interbotix_xs_msgs stand-in failed to build; full log: $log" >&2
+    exit 1
+  fi
+  AMENT_PREFIX_PATH=$VENV "$VPY" -c "from interbotix_xs_msgs.msg import JointGroupCommand"
+  echo "$standin_hash" > "$VENV/.efm-interbotix"
 fi
 step "ready: $VENV"

@@ -1,0 +1,218 @@
+"""aloha_bridge against the simulated Interbotix driver (issue 15, items 1-3), over real
+topics and services of the interbotix_xs_msgs types: dry-run sends nothing to the arms;
+with motion enabled, chunks run at 50 Hz within the joint limits and the velocity bound,
+whatever the commands; stale joint_states and a lost heartbeat hold within a tick; bad
+joint_states and chunks are refused and counted."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ros_harness import spin_until
+
+pytest.importorskip("interbotix_xs_msgs", reason="make setup builds the stand-in")
+
+
+@pytest.fixture
+def station(ros_context):
+    """The simulated driver (own executor and thread: its MuJoCo env), a bridge and a
+    tester node; ``make(**bridge params)``."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from efm_ros.aloha_bridge import AlohaBridgeNode
+    from efm_ros.interbotix_sim import InterbotixSimNode
+
+    made = {}
+
+    def make(**params):
+        params.setdefault("safety.stale_s", 0.25)
+        driver = InterbotixSimNode(context=ros_context, parameter_overrides=[
+            Parameter("cameras.enabled", value=False)])
+        bridge = AlohaBridgeNode(context=ros_context, namespace="station_0",
+                                 parameter_overrides=[Parameter(k, value=v)
+                                                      for k, v in params.items()])
+        tester = Node("tester", context=ros_context, namespace="station_0")
+        sim_exec = SingleThreadedExecutor(context=ros_context)
+        sim_exec.add_node(driver)
+        stop = threading.Event()
+        thread = threading.Thread(target=lambda: [sim_exec.spin_once(0.01) for _ in iter(
+            stop.is_set, True)], daemon=True)
+        thread.start()
+        executor = SingleThreadedExecutor(context=ros_context)
+        executor.add_node(bridge)
+        executor.add_node(tester)
+        made.update(driver=driver, bridge=bridge, tester=tester, executor=executor,
+                    sim_exec=sim_exec, stop=stop, thread=thread)
+        assert spin_until(executor, lambda: not bridge.hold_reason.startswith(
+            ("stale", "no joint")) or bridge.hold_reason == "", timeout=10.0), bridge.hold_reason
+        return driver, bridge, tester, executor
+
+    yield make
+    if made:
+        made["stop"].set()
+        made["thread"].join(timeout=5.0)
+        made["executor"].shutdown()
+        made["sim_exec"].shutdown()
+        made["driver"].env.close()
+        for key in ("driver", "bridge", "tester"):
+            made[key].destroy_node()
+
+
+def _chunk(values, period=0.1):
+    from efm_interfaces.msg import ActionCommand
+    from efm_ros.embodiments import ALOHA_JOINTS
+
+    values = np.asarray(values, dtype=np.float32)
+    return ActionCommand(names=list(ALOHA_JOINTS), chunk_length=len(values),
+                         values=values.ravel().tolist(), period_s=period)
+
+
+def _home(driver):
+    return driver.env.qpos().astype(np.float64)
+
+
+def test_dry_run_is_the_default_and_sends_nothing(station):
+    from interbotix_xs_msgs.msg import JointGroupCommand
+
+    from efm_interfaces.msg import ActionCommand
+    from efm_ros.qos import RELIABLE
+
+    driver, bridge, tester, executor = station()
+    assert bridge.dry_run
+    debug = []
+    tester.create_subscription(JointGroupCommand, "aloha_bridge/dry_run/follower_left/"
+                               "commands/joint_group", debug.append, RELIABLE)
+    pub = tester.create_publisher(ActionCommand, "action_command", RELIABLE)
+    assert spin_until(executor, lambda: pub.get_subscription_count() > 0)
+    target = _home(driver)
+    target[1] += 0.3
+    start = driver.env.qpos()
+    pub.publish(_chunk([target] * 5))
+    assert spin_until(executor, lambda: len(debug) >= 10, timeout=5.0), (
+        bridge.diag.counters, bridge.hold_reason)
+    assert debug[-1].name == "arm" and len(debug[-1].cmd) == 6
+    assert driver.arms["follower_left"].commands == 0  # nothing reached the driver
+    np.testing.assert_allclose(driver.env.qpos()[:6], start[:6], atol=0.02)  # no motion
+    assert not driver.arms["follower_left"].torque  # and it never torqued the arms on
+
+
+def test_chunks_run_at_50_hz_within_limits_and_the_velocity_bound(station):
+    from interbotix_xs_msgs.msg import JointGroupCommand
+
+    from efm_interfaces.msg import ActionCommand
+    from efm_ros.qos import RELIABLE
+
+    driver, bridge, tester, executor = station(**{"safety.dry_run": False,
+                                                  "joints.max_velocity": [1.0] * 12})
+    sent = []
+    tester.create_subscription(JointGroupCommand, "/follower_left/commands/joint_group",
+                               lambda m: sent.append((time.monotonic(), np.array(m.cmd))),
+                               RELIABLE)
+    pub = tester.create_publisher(ActionCommand, "action_command", RELIABLE)
+    assert spin_until(executor, lambda: pub.get_subscription_count() > 0
+                      and driver.arms["follower_left"].torque, timeout=10.0)
+    home = _home(driver)
+    target = home.copy()
+    target[0] += 0.15  # waist: 0.15 rad over 5 x 0.1 s, within 1 rad/s
+    pub.publish(_chunk(np.linspace(home, target, 6)[1:]))
+    assert spin_until(executor, lambda: len(sent) >= 25, timeout=5.0), (
+        bridge.diag.counters, bridge.hold_reason, len(sent))
+    times = np.array([t for t, _ in sent[:25]])
+    assert 0.015 < np.median(np.diff(times)) < 0.03  # 50 Hz
+    waist = np.array([c[0] for _, c in sent[:25]])
+    assert np.all(np.abs(np.diff(waist)) <= 1.0 * 0.02 + 1e-6)
+    np.testing.assert_allclose(waist[-1], target[0], atol=1e-5)
+    assert spin_until(executor, lambda: abs(driver.env.qpos()[0] - target[0]) < 0.03,
+                      timeout=5.0), driver.env.qpos()[0]
+
+    # fuzzed chunks: whatever arrives, no command beyond the limits or the velocity bound
+    lower, upper = bridge.lower, bridge.upper
+
+    @settings(max_examples=25, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(data=st.data(), chunk=st.integers(0, 5), extra=st.sampled_from([0, 0, 0, 1]),
+           period=st.sampled_from([0.0, 0.02, 0.1, 0.1, float("inf")]))
+    def one(data, chunk, extra, period):
+        n = chunk * 14 + extra
+        values = data.draw(st.lists(st.floats(-10, 10, width=32) | st.just(float("nan")),
+                                    min_size=n, max_size=n))
+        msg = ActionCommand(names=list(bridge.embodiment.action_names), chunk_length=chunk,
+                            values=values, period_s=period)
+        pub.publish(msg)
+        spin_until(executor, lambda: False, timeout=0.06)
+
+    sent.clear()
+    one()
+    spin_until(executor, lambda: False, timeout=0.3)
+    commands = np.array([c for _, c in sent])
+    assert len(commands) > 0
+    assert np.all(commands >= lower[:6] - 1e-6) and np.all(commands <= upper[:6] + 1e-6)
+    assert np.all(np.abs(np.diff(commands, axis=0)) <= 0.02 + 1e-5)
+    assert bridge.diag.counters["rejected.command"] > 0
+
+
+def test_stale_joint_states_hold_within_a_tick(station):
+    driver, bridge, _tester, executor = station(**{"safety.dry_run": False,
+                                                  "safety.stale_s": 0.03})
+    assert spin_until(executor, lambda: bridge.hold_reason == "", timeout=5.0)
+    driver.publishing = False
+    stopped = time.monotonic()
+    assert spin_until(executor, lambda: bridge.hold_reason.startswith("stale"), timeout=2.0)
+    delay = bridge.hold_since - max(bridge.seen["follower_left"], bridge.seen["follower_right"])
+    print(f"hold {delay * 1e3:.1f} ms after the last joint_states (stale_s 30 ms)")
+    assert delay <= 0.03 + 0.02 + 0.015  # stale threshold + one 50 Hz tick (+ timer jitter)
+    assert bridge.hold_since - stopped < 0.2
+    driver.publishing = True
+    assert spin_until(executor, lambda: bridge.hold_reason == "", timeout=2.0)
+
+
+def test_a_lost_or_false_heartbeat_holds_the_arm_where_it_is(station):
+    from interbotix_xs_msgs.msg import JointGroupCommand
+    from std_msgs.msg import Bool
+
+    from efm_ros.qos import RELIABLE
+
+    _driver, bridge, tester, executor = station(**{
+        "safety.dry_run": False, "safety.heartbeat_topic": "/estop/heartbeat",
+        "safety.heartbeat_timeout_s": 0.1})
+    beat = tester.create_publisher(Bool, "/estop/heartbeat", RELIABLE)
+    sent = []
+    tester.create_subscription(JointGroupCommand, "/follower_left/commands/joint_group",
+                               sent.append, RELIABLE)
+    assert spin_until(executor, lambda: bridge.hold_reason == "heartbeat lost", timeout=5.0)
+    for _ in range(10):
+        beat.publish(Bool(data=True))
+        spin_until(executor, lambda: False, timeout=0.03)
+    assert bridge.hold_reason == ""
+    last_beat = time.monotonic()
+    assert spin_until(executor, lambda: bridge.hold_reason == "heartbeat lost", timeout=2.0)
+    assert bridge.hold_since - last_beat <= 0.1 + 0.03 + 0.02
+    beat.publish(Bool(data=False))
+    assert spin_until(executor, lambda: bridge.hold_reason == "e-stop pressed", timeout=2.0)
+
+
+def test_bad_joint_states_are_refused_and_counted(station):
+    from sensor_msgs.msg import JointState
+
+    from efm_ros.qos import SENSOR
+
+    _driver, bridge, tester, executor = station()
+    pub = tester.create_publisher(JointState, "/follower_left/joint_states", SENSOR)
+    before = dict(bridge.measured)
+    for msg in (JointState(name=["waist", "elbow"], position=[0.0, 0.0]),
+                JointState(name=["a"] * 9, position=[0.0] * 9),
+                JointState(name=["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle",
+                                 "wrist_rotate", "gripper", "left_finger"],
+                           position=[float("nan")] * 8)):
+        pub.publish(msg)
+    assert spin_until(executor, lambda: bridge.diag.counters["rejected.joint_states"] >= 3,
+                      timeout=5.0)
+    assert all(np.all(np.isfinite(v)) for v in bridge.measured.values())
+    assert set(before) <= set(bridge.measured)
