@@ -72,12 +72,7 @@ if [ "$(cat "$VENV/.efm-interfaces" 2>/dev/null)" != "$iface_hash" ]; then
 fi
 # interbotix_xs_msgs: a robot computer has Interbotix's own; elsewhere build efm's stand-in
 # (standins/, same fields and type hashes) into the venv, never over a real install.
-real_interbotix=""
-IFS=: read -r -a prefixes <<< "${AMENT_PREFIX_PATH:-}"
-for prefix in "${prefixes[@]}"; do
-  xml="$prefix/share/interbotix_xs_msgs/package.xml"
-  if [ -f "$xml" ] && ! grep -q "efm stand-in" "$xml"; then real_interbotix=$prefix; fi
-done
+real_interbotix=$(bash scripts/real_interbotix_prefix.sh)
 standin_hash=$(hash_of cmake/*.cmake standins/interbotix_xs_msgs/CMakeLists.txt \
   standins/interbotix_xs_msgs/package.xml standins/interbotix_xs_msgs/msg/* \
   standins/interbotix_xs_msgs/srv/* "$VENV/.efm-deps")

@@ -216,3 +216,49 @@ def test_bad_joint_states_are_refused_and_counted(station):
                       timeout=5.0)
     assert all(np.all(np.isfinite(v)) for v in bridge.measured.values())
     assert set(before) <= set(bridge.measured)
+
+
+def test_the_stand_in_never_shadows_a_real_interbotix_install(tmp_path):
+    """scripts/setup.sh builds the stand-in only when no real interbotix_xs_msgs is on
+    AMENT_PREFIX_PATH; the stand-in's own install does not count as real."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    standin, real = tmp_path / "venv", tmp_path / "opt_ros"
+    for prefix, text in ((standin, (root / "standins/interbotix_xs_msgs/package.xml")
+                          .read_text()), (real, "<package><name>interbotix_xs_msgs</name>"
+                                                "</package>")):
+        (prefix / "share/interbotix_xs_msgs").mkdir(parents=True)
+        (prefix / "share/interbotix_xs_msgs/package.xml").write_text(text)
+
+    def found(path: str) -> str:
+        return subprocess.run(["bash", str(root / "scripts/real_interbotix_prefix.sh")],
+                              env={**os.environ, "AMENT_PREFIX_PATH": path},
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    assert found(str(standin)) == ""  # only the stand-in: (re)build it
+    assert found(f"{standin}:{real}") == str(real)  # a real one anywhere: never build
+    assert found("") == ""
+    assert (root / "standins/interbotix_xs_msgs/COLCON_IGNORE").exists()  # colcon skips it
+
+
+def test_the_station_calibration_file_configures_the_bridge(ros_context):
+    from pathlib import Path
+
+    import yaml
+    from rclpy.parameter import Parameter
+
+    from efm_ros.aloha_bridge import AlohaBridgeNode
+
+    path = Path(__file__).resolve().parents[2] / "config" / "aloha_station.yaml"
+    params = yaml.safe_load(path.read_text())["/**/aloha_bridge"]["ros__parameters"]
+    node = AlohaBridgeNode(context=ros_context, parameter_overrides=[
+        Parameter(k, value=v) for k, v in params.items()])
+    try:
+        assert node.dry_run  # shipped in dry-run
+        assert np.all(node.lower < node.upper) and len(node.cameras) == 3
+        assert np.all(node.max_step <= 1.5 * 0.02 + 1e-9)
+    finally:
+        node.destroy_node()
