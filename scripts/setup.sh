@@ -16,6 +16,23 @@ PY=${EFM_PYTHON:-python3}
 step() { printf '[setup] %s\n' "$*"; }
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
 
+# cmake_into_venv NAME SOURCE_DIR: build and install an ament_cmake interface package
+# into the venv (ROS from wheels: the venv is the prefix), log in build/NAME.log.
+cmake_into_venv() {
+  local name=$1 source=$2 build=$ROOT/build/$1 log=$ROOT/build/$1.log
+  rm -rf "$build"
+  mkdir -p "$ROOT/build"
+  if ! { AMENT_PREFIX_PATH=$VENV cmake -S "$source" -B "$build" \
+          -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
+          -DPython3_EXECUTABLE="$VPY" -DBUILD_TESTING=OFF \
+        && cmake --build "$build" -j"$(nproc)" \
+        && cmake --install "$build"; } > "$log" 2>&1; then
+    tail -40 "$log"
+    echo "[setup] $name failed to build; full log: $log" >&2
+    exit 1
+  fi
+}
+
 if [ ! -x "$VENV/bin/python" ]; then
   step "creating $VENV"
   "$PY" -m venv "$VENV"
@@ -53,19 +70,7 @@ iface_hash=$(hash_of cmake/*.cmake src/efm_interfaces/CMakeLists.txt src/efm_int
   src/efm_interfaces/msg/* src/efm_interfaces/srv/* src/efm_interfaces/action/* "$VENV/.efm-deps")
 if [ "$(cat "$VENV/.efm-interfaces" 2>/dev/null)" != "$iface_hash" ]; then
   step "building efm_interfaces into the venv (cmake, ~30 s)"
-  build=$ROOT/build/efm_interfaces
-  rm -rf "$build"
-  log=$ROOT/build/efm_interfaces.log
-  mkdir -p "$ROOT/build"
-  if ! { AMENT_PREFIX_PATH=$VENV cmake -S src/efm_interfaces -B "$build" \
-          -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
-          -DPython3_EXECUTABLE="$VPY" -DBUILD_TESTING=OFF \
-        && cmake --build "$build" -j"$(nproc)" \
-        && cmake --install "$build"; } > "$log" 2>&1; then
-    tail -40 "$log"
-    echo "[setup] efm_interfaces failed to build; full log: $log" >&2
-    exit 1
-  fi
+  cmake_into_venv efm_interfaces src/efm_interfaces
   AMENT_PREFIX_PATH=$VENV "$VPY" -c \
     "from efm_interfaces.srv import StepsToGo; from efm_interfaces.action import RunEpisode"
   echo "$iface_hash" > "$VENV/.efm-interfaces"
@@ -80,18 +85,7 @@ if [ -n "$real_interbotix" ]; then
   step "interbotix_xs_msgs from $real_interbotix (the stand-in is not built)"
 elif [ "$(cat "$VENV/.efm-interbotix" 2>/dev/null)" != "$standin_hash" ]; then
   step "building the interbotix_xs_msgs stand-in into the venv (cmake, ~30 s)"
-  build=$ROOT/build/interbotix_xs_msgs
-  rm -rf "$build"
-  log=$ROOT/build/interbotix_xs_msgs.log
-  if ! { AMENT_PREFIX_PATH=$VENV cmake -S standins/interbotix_xs_msgs -B "$build" \
-          -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
-          -DPython3_EXECUTABLE="$VPY" -DBUILD_TESTING=OFF \
-        && cmake --build "$build" -j"$(nproc)" \
-        && cmake --install "$build"; } > "$log" 2>&1; then
-    tail -40 "$log"
-    echo "[setup] interbotix_xs_msgs stand-in failed to build; full log: $log" >&2
-    exit 1
-  fi
+  cmake_into_venv interbotix_xs_msgs standins/interbotix_xs_msgs
   AMENT_PREFIX_PATH=$VENV "$VPY" -c "from interbotix_xs_msgs.msg import JointGroupCommand"
   echo "$standin_hash" > "$VENV/.efm-interbotix"
 fi

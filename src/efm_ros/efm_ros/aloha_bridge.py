@@ -46,10 +46,11 @@ from std_msgs.msg import Bool
 from efm_interfaces.msg import ActionCommand
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.embodiments import ALOHA_JOINTS, get_embodiment
-from efm_ros.interbotix_sim import ARM_JOINTS, GRIPPER_MOTOR_CLOSE, GRIPPER_MOTOR_OPEN
+from efm_ros.interbotix_sim import GRIPPER_MOTOR_CLOSE, GRIPPER_MOTOR_OPEN
 from efm_ros.params import Parameters
 from efm_ros.qos import RELIABLE, SENSOR
 from efm_ros.spin import NodeEntry, run_node
+from efm_sim.aloha_layout import ARM_JOINTS
 
 DT = 0.02  # the ALOHA driver's 50 Hz
 #: vx300s joint limits [rad] (Interbotix vx300s URDF), per arm: waist .. wrist_rotate

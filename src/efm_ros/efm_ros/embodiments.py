@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from efm_interfaces.msg import ActionCommand
+from efm_sim.aloha_layout import STATE_NAMES
 
 
 @dataclass(frozen=True)
@@ -69,19 +70,7 @@ class Embodiment:
 
 
 #: ALOHA's 14 joints, left arm then right arm (Appendix D.3): commanded and observed alike
-ALOHA_JOINTS = tuple(
-    f"{side}_{joint}"
-    for side in ("left", "right")
-    for joint in (
-        "waist",
-        "shoulder",
-        "elbow",
-        "forearm_roll",
-        "wrist_angle",
-        "wrist_rotate",
-        "gripper",
-    )
-)
+ALOHA_JOINTS = STATE_NAMES
 _TABLE_LIMIT = 0.03  # m per tick, efm_sim's TabletopEnv action clip
 
 EMBODIMENTS: dict[str, Embodiment] = {

@@ -30,8 +30,8 @@ from efm_ros.diagnostics import Diagnostics
 from efm_ros.params import Parameters
 from efm_ros.qos import RELIABLE, SENSOR
 from efm_ros.spin import NodeEntry, run_node
+from efm_sim.aloha_layout import ARM_JOINTS
 
-ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
 JOINT_STATE_NAMES = (*ARM_JOINTS, "gripper", "left_finger", "right_finger")
 #: the follower gripper motor's positions at open / closed fingers (ACT / ALOHA constants)
 GRIPPER_MOTOR_OPEN = 1.4910

@@ -53,6 +53,7 @@ import numpy as np
 from gymnasium import spaces
 
 from efm_sim._validation import validate_action
+from efm_sim.aloha_layout import ARM_JOINTS, ARMS, STATE_NAMES
 from efm_sim.rendering import new_renderer
 
 DT = 0.02
@@ -63,17 +64,6 @@ CAMERAS: tuple[str, ...] = ("cam_high", "cam_low", "cam_left_wrist", "cam_right_
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (480, 640)
 """(height, width) of a station's RealSense colour stream."""
 MAX_EPISODE_STEPS = 400
-ARMS: tuple[str, str] = ("left", "right")
-ARM_JOINTS: tuple[str, ...] = (
-    "waist",
-    "shoulder",
-    "elbow",
-    "forearm_roll",
-    "wrist_angle",
-    "wrist_rotate",
-)
-STATE_NAMES: tuple[str, ...] = tuple(f"{arm}_{j}" for arm in ARMS for j in (*ARM_JOINTS, "gripper"))
-"""Names of the 14 values of ``qpos``/``qvel``/``effort``/``action``."""
 GRIPPER_INDICES: tuple[int, int] = (6, 13)
 
 GRIPPER_POSITION_OPEN = 0.05800

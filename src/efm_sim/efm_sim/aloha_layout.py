@@ -23,6 +23,15 @@ import numpy as np
 
 from efm_sim.keys import OBS_IMAGES, OBS_PREV_IMAGES
 
+ARMS: tuple[str, str] = ("left", "right")
+ARM_JOINTS: tuple[str, ...] = (
+    "waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate",
+)
+"""A vx300s arm's joints in ``joint_states`` order (the gripper follows)."""
+STATE_NAMES: tuple[str, ...] = tuple(f"{arm}_{j}" for arm in ARMS for j in (*ARM_JOINTS, "gripper"))
+"""Names of the 14 values of the station state and action (Appendix D.3): 6 joints + the
+normalised gripper, left arm then right arm."""
+
 #: the two stacked images of Appendix D.3: (upper view, lower view) each
 STACKED_PAIRS: tuple[tuple[str, str], ...] = (
     ("cam_high", "cam_low"),
