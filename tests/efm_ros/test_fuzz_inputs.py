@@ -5,6 +5,8 @@ must be counted on /diagnostics. docs/RELIABILITY.md reports the cases each entr
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +14,9 @@ from hypothesis import strategies as st
 from ros_harness import spin_until
 
 FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=32)
-SETTINGS = settings(max_examples=40, deadline=None,
+#: the long form (docs/RELIABILITY.md): EFM_FUZZ_EXAMPLES=400 (default 40, the CI form)
+EXAMPLES = int(os.environ.get("EFM_FUZZ_EXAMPLES", "40"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 
@@ -257,7 +261,7 @@ def test_fuzzed_frames_and_joint_states_never_crash_camera_ingest(ros_context):
     for msg in out:
         observation_arrays(msg)  # raises if it published something invalid
     assert node.diag.counters, "nothing was counted"
-    print("fuzz cases (camera_ingest):", 40, "observations out:", len(out),
+    print("fuzz cases (camera_ingest):", EXAMPLES, "observations out:", len(out),
           {k: v for k, v in node.diag.counters.items() if k.startswith("rejected")})
     executor.shutdown()
     node.destroy_node()
@@ -525,7 +529,8 @@ def test_fuzzed_compressed_frames_never_crash_camera_ingest(ros_context):
         arrays = observation_arrays(msg)  # raises if it published something invalid
         valid.append(arrays["images"]["top"].shape)
     rejected = {k: v for k, v in node.diag.counters.items() if k.startswith("rejected")}
-    print("fuzz cases (camera_ingest compressed):", 40, "observations out:", len(out), rejected)
+    print("fuzz cases (camera_ingest compressed):", EXAMPLES, "observations out:", len(out),
+          rejected)
     assert rejected and all(shape == (16, 16, 3) for shape in valid)
     executor.shutdown()
     node.destroy_node()
@@ -601,7 +606,7 @@ def test_fuzzed_run_episode_goals_are_rejected_or_end_with_a_result(ros_context,
         assert spin_until(executor, result.done, timeout=deadline), goal
         return result.result().status, result.result().result
 
-    @settings(max_examples=12, deadline=None,
+    @settings(max_examples=max(12, EXAMPLES // 4), deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(instruction=st.one_of(st.just(""), st.just("push the red star to the blue cube"),
                                  st.text(max_size=30)),
