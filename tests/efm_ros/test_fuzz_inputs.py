@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from ros_harness import spin_until
 
@@ -643,3 +643,162 @@ def test_fuzzed_run_episode_goals_are_rejected_or_end_with_a_result(ros_context,
         sim_executor.shutdown()
         for n in (*nodes, client_node):
             n.destroy_node()
+
+
+def test_fuzzed_streams_never_crash_the_actor_mid_episode(ros_context):
+    """The actor's per-step subscribers (observation, action_command, steps_to_go/prediction)
+    while an episode is recording: any message is recorded, refused and counted, or
+    ignored; what the record holds afterwards is consistent (every command answers a
+    recorded observation, every recorded d is finite)."""
+    import time as _time
+
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from efm_interfaces.msg import ActionCommand, Observation, StepsToGoPrediction
+    from efm_ros.actor_node import ActorNode, EpisodeRecord
+    from efm_ros.conversions import stamp_ns
+    from efm_ros.qos import RELIABLE, SENSOR
+
+    actor = ActorNode(context=ros_context, namespace="station_0", parameter_overrides=[
+        Parameter("learner.spool_dir", value="")])
+    tester = Node("fuzzer", namespace="station_0", context=ros_context)
+    executor = MultiThreadedExecutor(num_threads=2, context=ros_context)
+    executor.add_node(actor)
+    executor.add_node(tester)
+    obs_pub = tester.create_publisher(Observation, "observation", SENSOR)
+    cmd_pub = tester.create_publisher(ActionCommand, "action_command", RELIABLE)
+    pred_pub = tester.create_publisher(StepsToGoPrediction, "steps_to_go/prediction", RELIABLE)
+    assert spin_until(executor, lambda: obs_pub.get_subscription_count() > 0
+                      and cmd_pub.get_subscription_count() > 0
+                      and pred_pub.get_subscription_count() > 0)
+    with actor.lock:
+        actor.record = EpisodeRecord("station_0-fuzz-000001", "push", _time.monotonic(),
+                                     start_ns=0)
+    stamps = []
+
+    @SETTINGS
+    @given(obs=observations(), command=action_commands(), d=FLOATS, success=st.booleans(),
+           answer_known=st.booleans())
+    def one(obs, command, d, success, answer_known):
+        now = tester.get_clock().now()
+        obs.header.stamp = now.to_msg()
+        obs_pub.publish(obs)
+        if answer_known and stamps:
+            command.header.stamp.sec, command.header.stamp.nanosec = divmod(stamps[-1], 10**9)
+        cmd_pub.publish(command)
+        pred = StepsToGoPrediction(expected_steps=d, success=success)
+        pred.header.stamp = obs.header.stamp
+        pred_pub.publish(pred)
+        stamps.append(now.nanoseconds)
+        spin_until(executor, lambda: False, timeout=0.03)
+
+    one()
+    spin_until(executor, lambda: False, timeout=0.2)
+    with actor.lock:
+        record = actor.record
+        recorded = set(record.observations)
+        assert all(stamp_ns(c) in recorded for c in record.commands)
+        assert np.isnan(record.latest_d) or np.isfinite(record.latest_d)
+        actor.record = None
+    print("fuzz cases (actor streams):", EXAMPLES, "observations recorded:", len(recorded),
+          "commands recorded:", len(record.commands),
+          {k: v for k, v in actor.diag.counters.items() if k.startswith("rejected")})
+    executor.shutdown()
+    actor.destroy_node()
+    tester.destroy_node()
+
+
+def test_fuzzed_weights_requests_never_read_outside_what_was_published(ros_context,
+                                                                       tmp_path):
+    """The learner's get_weights service (efm_ros.weights_transfer.WeightsServer): any
+    version, file name, offset and size; only the two files of a published version are
+    ever sent, never more than the chunk cap, and exactly the bytes at the offset."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from tests_efm_ros_helpers import write_tiny_checkpoint
+
+    from efm_interfaces.srv import GetWeights
+    from efm_ros.weights_transfer import WeightsServer
+
+    v1 = write_tiny_checkpoint(tmp_path / "policy" / "v1")
+    host = Node("learner", context=ros_context)
+    server = WeightsServer(host, "~/get_weights", lambda v: v1 if v == 1 else None, 4096)
+    client_node = Node("fuzzer", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(host)
+    executor.add_node(client_node)
+    client = client_node.create_client(GetWeights, "/learner/get_weights")
+    assert spin_until(executor, client.service_is_ready)
+    files = {n: (v1 / n).read_bytes() for n in ("config.json", "model.safetensors")}
+    answered = {"ok": 0, "refused": 0}
+
+    @SETTINGS
+    @given(version=st.one_of(st.just(1), st.integers(0, 2**64 - 1)),
+           file=st.one_of(st.sampled_from([*files, "SHA256SUMS", "../v1/model.safetensors",
+                                           "/etc/passwd", ""]), st.text(max_size=20)),
+           offset=st.one_of(st.integers(0, 20000), st.integers(0, 2**64 - 1)),
+           max_bytes=st.integers(0, 2**32 - 1))
+    @example(version=1, file="model.safetensors", offset=100, max_bytes=10**6)  # an answer
+    @example(version=2, file="config.json", offset=0, max_bytes=10)  # a refusal
+    def one(version, file, offset, max_bytes):
+        future = client.call_async(GetWeights.Request(
+            version=version, file=file.replace("\x00", ""), offset=offset,
+            max_bytes=max_bytes))
+        assert spin_until(executor, future.done, timeout=5.0)
+        reply = future.result()
+        if reply.ok:
+            answered["ok"] += 1
+            data = files[file]
+            assert version == 1 and reply.total_bytes == len(data)
+            assert len(reply.data) <= 4096
+            assert bytes(reply.data) == data[offset: offset + len(reply.data)]
+        else:
+            answered["refused"] += 1
+            assert reply.message and len(reply.data) == 0
+
+    one()
+    print("fuzz cases (get_weights):", answered, "bytes served:", server.served_bytes)
+    assert answered["ok"] > 0 and answered["refused"] > 0 and server.served_bytes > 0
+    executor.shutdown()
+    host.destroy_node()
+    client_node.destroy_node()
+
+
+def test_fuzzed_weight_updates_and_instructions_never_swap_the_policy(station):
+    """The policy's weights and instruction topics: a WeightsUpdate that does not name a
+    loadable checkpoint with its digest never changes the weights in use; any instruction
+    text is taken or ignored without a crash."""
+    from std_msgs.msg import String
+
+    from efm_interfaces.msg import WeightsUpdate
+    from efm_ros.qos import LATCHED
+
+    node, executor, _pub, _commands, client = station
+    weights = client.create_publisher(WeightsUpdate, "weights", LATCHED)
+    instructions = client.create_publisher(String, "instruction", LATCHED)
+    assert spin_until(executor, lambda: weights.get_subscription_count() > 0)
+    before = node.host.current()
+
+    @SETTINGS
+    @given(version=st.integers(0, 2**64 - 1), uri=st.one_of(
+               st.sampled_from(["", "file:///nonexistent", "http://x/y", "ros:///learner/x",
+                                "ros://host/learner/get_weights", "/etc"]),
+               st.text(max_size=40)),
+           sha=st.one_of(st.just("0" * 64), st.text(max_size=70)),
+           text=st.text(max_size=80))
+    @example(version=5, uri="file:///nonexistent", sha="0" * 64, text="")  # refused
+    def one(version, uri, sha, text):
+        weights.publish(WeightsUpdate(version=version, uri=uri.replace("\x00", ""),
+                                      sha256=sha.replace("\x00", "")))
+        instructions.publish(String(data=text.replace("\x00", "")))
+        spin_until(executor, lambda: False, timeout=0.03)
+
+    one()
+    spin_until(executor, lambda: not node.host.busy, timeout=10.0)
+    spin_until(executor, lambda: False, timeout=0.5)
+    assert node.host.current() is before  # the same weights, never swapped
+    rejected = {k: v for k, v in node.diag.counters.items() if k.startswith("rejected")}
+    print("fuzz cases (policy weights + instruction):", EXAMPLES, rejected)
+    assert rejected.get("rejected.weights", 0) > 0
