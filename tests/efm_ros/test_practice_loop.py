@@ -195,8 +195,10 @@ def test_learner_kill9_mid_round_loses_no_acknowledged_episode(
         restored = re.search(r"buffer (\d+) / (\d+) samples", log.read_text())
         assert restored, log.read_text()
         assert int(restored.group(1)) == sum(on_disk.values()) > 0, (restored.group(0), on_disk)
+        # >= 1: the weights topic is latched with depth 1, so when rounds are fast (an idle
+        # machine) v1 can be replaced by v2 before this observer has discovered learner2
         assert spin_until(
-            executor, lambda: any(w.version == 1 for w in seen["weights"]), timeout=120
+            executor, lambda: any(w.version >= 1 for w in seen["weights"]), timeout=120
         ), _logs(stations) + _logs(learner2)
     finally:
         executor.shutdown()
@@ -240,13 +242,16 @@ def test_actor_kill9_keeps_unacknowledged_episodes(
         actor.kill()
         actor2 = graph_factory(params, only=("actor",))
         learner = graph_factory(params, only=("learner",))
-        assert spin_until(
-            executor,
-            lambda: any(
-                a.episode_id == episode_id and a.outcome == EpisodeAck.ACCEPTED for a in outcomes
-            ),
-            timeout=60,
-        ), _logs(actor2) + _logs(learner)
+        seen_file = tmp_path / "run" / "learner" / "seen_episode_ids.txt"
+
+        def accepted() -> bool:
+            # the learner's own record, or its ACCEPTED ack: the ack is not latched, and a
+            # learner that starts fast may accept before this observer has matched it
+            return any(a.episode_id == episode_id and a.outcome == EpisodeAck.ACCEPTED
+                       for a in outcomes) or (
+                seen_file.exists() and episode_id in seen_file.read_text().split())
+
+        assert spin_until(executor, accepted, timeout=60), _logs(actor2) + _logs(learner)
         assert spin_until(executor, lambda: not _spooled(spool), timeout=10)  # decided: gone
     finally:
         executor.shutdown()
