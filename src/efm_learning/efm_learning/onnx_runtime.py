@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -237,8 +236,3 @@ def load_exported(directory: str | Path, head: str) -> bytes:
     if listed.get(name) != hashlib.sha256(data).hexdigest():
         raise ExportError(f"{directory / name}: sha256 does not match SHA256SUMS")
     return data
-
-
-def as_numpy_feeds(batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """A prepared batch as the numpy feeds an exported graph takes (for other runtimes)."""
-    return {k: v.detach().cpu().numpy() for k, v in _tensors(batch).items()}

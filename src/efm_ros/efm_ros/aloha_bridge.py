@@ -50,12 +50,11 @@ from efm_ros.interbotix_sim import GRIPPER_MOTOR_CLOSE, GRIPPER_MOTOR_OPEN
 from efm_ros.params import Parameters
 from efm_ros.qos import RELIABLE, SENSOR
 from efm_ros.spin import NodeEntry, run_node
-from efm_sim.aloha_layout import ARM_JOINTS
+from efm_sim.aloha_layout import ARM_HIGH, ARM_JOINTS, ARM_LOW, normalize_gripper
 
 DT = 0.02  # the ALOHA driver's 50 Hz
-#: vx300s joint limits [rad] (Interbotix vx300s URDF), per arm: waist .. wrist_rotate
-VX300S_LOWER = [-3.14158, -1.85005, -1.76278, -3.14158, -1.86750, -3.14158]
-VX300S_UPPER = [3.14158, 1.25664, 1.60570, 3.14158, 2.23402, 3.14158]
+#: vx300s joint limits [rad], per arm: waist .. wrist_rotate (efm_sim.aloha_layout)
+VX300S_LOWER, VX300S_UPPER = list(ARM_LOW), list(ARM_HIGH)
 
 
 class AlohaBridgeNode(Node):
@@ -160,9 +159,7 @@ class AlohaBridgeNode(Node):
         if not np.all(np.isfinite(values)):
             self.diag.reject("joint_states", f"{arm}: NaN/inf position")
             return
-        from efm_sim.aloha import normalize_gripper  # finger [m] -> 0..1 (ALOHA.md)
-
-        values[6] = float(normalize_gripper(values[6]))
+        values[6] = float(normalize_gripper(values[6]))  # finger [m] -> 0..1
         with self.lock:
             self.measured[arm] = values
             self._saw(arm)

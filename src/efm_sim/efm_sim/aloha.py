@@ -53,7 +53,15 @@ import numpy as np
 from gymnasium import spaces
 
 from efm_sim._validation import validate_action
-from efm_sim.aloha_layout import ARM_JOINTS, ARMS, STATE_NAMES
+from efm_sim.aloha_layout import (
+    ARM_JOINTS,
+    ARMS,
+    GRIPPER_POSITION_CLOSE,
+    GRIPPER_POSITION_OPEN,
+    STATE_NAMES,
+    normalize_gripper,
+    unnormalize_gripper,
+)
 from efm_sim.rendering import new_renderer
 
 DT = 0.02
@@ -66,10 +74,6 @@ DEFAULT_IMAGE_SIZE: tuple[int, int] = (480, 640)
 MAX_EPISODE_STEPS = 400
 GRIPPER_INDICES: tuple[int, int] = (6, 13)
 
-GRIPPER_POSITION_OPEN = 0.05800
-"""Follower finger position (m) that normalised gripper 1 maps to (ALOHA/ACT value)."""
-GRIPPER_POSITION_CLOSE = 0.01844
-"""Follower finger position (m) that normalised gripper 0 maps to."""
 
 PEG_X_RANGE = (0.1, 0.2)
 SOCKET_X_RANGE = (-0.2, -0.1)
@@ -105,16 +109,6 @@ def gym_aloha_assets() -> Path:
     if not (assets / "bimanual_viperx_insertion.xml").is_file():
         raise FileNotFoundError(f"{assets} has no bimanual_viperx_insertion.xml")
     return assets
-
-
-def normalize_gripper(position: np.ndarray | float) -> np.ndarray | float:
-    """Finger position (m) -> normalised gripper (0 closed, 1 open)."""
-    return (position - GRIPPER_POSITION_CLOSE) / (GRIPPER_POSITION_OPEN - GRIPPER_POSITION_CLOSE)
-
-
-def unnormalize_gripper(value: np.ndarray | float) -> np.ndarray | float:
-    """Normalised gripper (0 closed, 1 open) -> finger position (m)."""
-    return GRIPPER_POSITION_CLOSE + value * (GRIPPER_POSITION_OPEN - GRIPPER_POSITION_CLOSE)
 
 
 def _look_at_quat(pos: Sequence[float], target: Sequence[float], up: Sequence[float]) -> np.ndarray:

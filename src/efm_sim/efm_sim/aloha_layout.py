@@ -40,12 +40,28 @@ STACKED_PAIRS: tuple[tuple[str, str], ...] = (
 #: the four views in stacking order
 VIEW_ORDER: tuple[str, ...] = tuple(cam for pair in STACKED_PAIRS for cam in pair)
 
+GRIPPER_POSITION_OPEN = 0.05800
+"""Follower finger position (m) that normalised gripper 1 maps to (ALOHA/ACT value)."""
+GRIPPER_POSITION_CLOSE = 0.01844
+"""Follower finger position (m) that normalised gripper 0 maps to."""
+
+
+def normalize_gripper(position: np.ndarray | float) -> np.ndarray | float:
+    """Finger position (m) -> normalised gripper (0 closed, 1 open)."""
+    return (position - GRIPPER_POSITION_CLOSE) / (GRIPPER_POSITION_OPEN - GRIPPER_POSITION_CLOSE)
+
+
+def unnormalize_gripper(value: np.ndarray | float) -> np.ndarray | float:
+    """Normalised gripper (0 closed, 1 open) -> finger position (m)."""
+    return GRIPPER_POSITION_CLOSE + value * (GRIPPER_POSITION_OPEN - GRIPPER_POSITION_CLOSE)
+
+
 _PI = 3.14158  # the vx300s MJCF's ctrlrange for the +-pi joints (not numpy's pi)
-_ARM_LOW = (-_PI, -1.85005, -1.76278, -_PI, -1.8675, -_PI)
-_ARM_HIGH = (_PI, 1.25664, 1.6057, _PI, 2.23402, _PI)
+ARM_LOW: tuple[float, ...] = (-_PI, -1.85005, -1.76278, -_PI, -1.8675, -_PI)
+ARM_HIGH: tuple[float, ...] = (_PI, 1.25664, 1.6057, _PI, 2.23402, _PI)
 #: per-joint bounds mapped to [-1, 1]: left arm 6 joints + gripper, then the right arm
-JOINT_LOW: tuple[float, ...] = (*_ARM_LOW, 0.0) * 2
-JOINT_HIGH: tuple[float, ...] = (*_ARM_HIGH, 1.0) * 2
+JOINT_LOW: tuple[float, ...] = (*ARM_LOW, 0.0) * 2
+JOINT_HIGH: tuple[float, ...] = (*ARM_HIGH, 1.0) * 2
 
 
 def normalize_joints(
