@@ -140,17 +140,20 @@ class Trainer:
         self.ddp = wrap_model(self.model, ctx, find_unused=True)
         shard_size(self.settings["improve.batch_size"], ctx)  # B must split evenly
 
-    def run_round(self, version: int) -> tuple[list[dict], int]:
-        """N updates on the spooled episodes of policy ``version``; (stats, samples)."""
+    def run_round(self, version: int) -> tuple[list[dict], int, list[str]]:
+        """N updates on the spooled episodes of policy ``version``; (stats, samples, the
+        ids of the episodes learned from, recorded in the checkpoint as provenance)."""
         s = self.settings
         buffer = ReplayBuffer()
         adder = LabelledAdder(
             buffer, self.model.num_action_tokens, self.model.action_vocab, s["improve.gamma"]
         )
+        episode_ids = []
         for path in sorted(self.spool.glob("*.cdr")):
             msg = deserialize_message(path.read_bytes(), LabelledEpisode)
             if msg.policy_version != version:
                 continue
+            episode_ids.append(msg.episode_id)
             observations, tokens = unpack_episode(msg, self.model.num_action_tokens)
             adder.add(
                 observations,
@@ -176,7 +179,7 @@ class Trainer:
                     s["improve.grad_clip"],
                 )
             )
-        return stats, len(buffer)
+        return stats, len(buffer), episode_ids
 
 
 def learner_device(settings: dict) -> str:
@@ -441,7 +444,7 @@ class LearnerNode(Node):
             self.trainer.settings["improve.reinforce_c"] = self.c
             self.trainer.settings["improve.grad_clip"] = self.grad_clip
             announce(self.ctx, self.version + 1)  # torchrun: the other ranks join the round
-            stats, samples = self.trainer.run_round(self.version)
+            stats, samples, episode_ids = self.trainer.run_round(self.version)
             version = self.version + 1
             path = save_checkpoint(
                 self.policy_dir / f"v{version}",
@@ -450,6 +453,7 @@ class LearnerNode(Node):
                     "policy_version": version,
                     "learning_round": version,
                     "samples": samples,
+                    "episode_ids": episode_ids,
                     "loss": float(np.mean([s["loss"] for s in stats])),
                 },
                 trainer_state=optimizer_to_state(self.trainer.optimizer),
