@@ -52,6 +52,7 @@ setup(
             "bringup = efm_ros.bringup:main",
             "compose = efm_ros.compose:main",
             "efm-fleet-key = efm_ros.fleet_auth:main",
+            "efm-operator = efm_ros.operator_cli:main",
             "aloha_bridge = efm_ros.aloha_bridge:main",
             "interbotix_sim = efm_ros.interbotix_sim:main",
         ]

@@ -198,6 +198,87 @@ def test_a_lost_or_false_heartbeat_holds_the_arm_where_it_is(station):
     assert spin_until(executor, lambda: bridge.hold_reason == "e-stop pressed", timeout=2.0)
 
 
+def _leader_states(pose14, gripper_joint):
+    """The two leader arms' joint_states for a 14-value pose (what their xs_sdk publishes:
+    the gripper as a joint angle [rad], fingers unused here)."""
+    from sensor_msgs.msg import JointState
+
+    from efm_sim.aloha_layout import ARM_JOINTS
+
+    names = [*ARM_JOINTS, "gripper", "left_finger", "right_finger"]
+    return [JointState(name=names, position=[*map(float, pose14[7 * i: 7 * i + 6]),
+                                             gripper_joint, 0.02, -0.02]) for i in (0, 1)]
+
+
+def test_leaders_drive_the_followers_only_while_the_operator_intervenes(station):
+    """Teleoperation (issue 15, item 4): leader joint_states become follower targets while
+    ``operator/intervention`` is true, through the same velocity bound; policy chunks are
+    ignored meanwhile; a stale leader holds; handing back stops the leaders' influence."""
+    from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Bool
+
+    from efm_interfaces.msg import ActionCommand
+    from efm_ros.aloha_bridge import LEADER_GRIPPER_CLOSE
+    from efm_ros.qos import RELIABLE, SENSOR
+
+    driver, bridge, tester, executor = station(**{
+        "safety.dry_run": False, "joints.max_velocity": [1.0] * 12,
+        "teleop.leaders": ["leader_left", "leader_right"]})
+    leaders = [tester.create_publisher(JointState, f"/{a}/joint_states", SENSOR)
+               for a in ("leader_left", "leader_right")]
+    intervene = tester.create_publisher(Bool, "operator/intervention", RELIABLE)
+    policy = tester.create_publisher(ActionCommand, "action_command", RELIABLE)
+    sent, grippers, executed = [], [], []
+    tester.create_subscription(JointGroupCommand, "/follower_left/commands/joint_group",
+                               lambda m: sent.append(np.array(m.cmd)), RELIABLE)
+    tester.create_subscription(JointSingleCommand, "/follower_left/commands/joint_single",
+                               lambda m: grippers.append(m.cmd), RELIABLE)
+    tester.create_subscription(JointState, "executed_action", executed.append, RELIABLE)
+    pose = {"value": None, "on": True}
+
+    def beat():  # the leaders' drivers: joint_states at 50 Hz while "on"
+        if pose["on"] and pose["value"] is not None:
+            for pub, msg in zip(leaders, _leader_states(pose["value"], LEADER_GRIPPER_CLOSE),
+                                strict=True):
+                pub.publish(msg)
+
+    tester.create_timer(0.02, beat)
+    assert spin_until(executor, lambda: driver.arms["follower_left"].torque, timeout=10.0)
+    home = _home(driver)
+    pose["value"] = home.copy()
+    pose["value"][0] += 0.3  # the operator has moved the left leader's waist
+    spin_until(executor, lambda: False, timeout=0.5)
+    assert not sent, "the leaders must not drive before the operator intervenes"
+
+    assert spin_until(executor, lambda: intervene.get_subscription_count() > 0)
+    intervene.publish(Bool(data=True))
+    assert spin_until(executor, lambda: abs(driver.env.qpos()[0] - pose["value"][0]) < 0.03,
+                      timeout=5.0), (driver.env.qpos()[0], bridge.hold_reason)
+    waist = np.array([c[0] for c in sent])
+    assert np.all(np.abs(np.diff(waist)) <= 1.0 * 0.02 + 1e-5)  # the same velocity bound
+    assert grippers[-1] == pytest.approx(bridge.gripper_close)  # leader closed -> closed
+    assert executed and len(executed[-1].position) == 14
+    # a policy chunk while the operator drives is refused and counted
+    far = home.copy()
+    far[0] -= 0.3
+    policy.publish(_chunk([far] * 5))
+    assert spin_until(executor, lambda: bridge.diag.counters.get("rejected.command", 0) >= 1)
+    # a stale leader holds within the stale window
+    pose["on"] = False
+    assert spin_until(executor, lambda: bridge.hold_reason.startswith("stale leader"),
+                      timeout=2.0), bridge.hold_reason
+    pose["on"] = True
+    assert spin_until(executor, lambda: bridge.hold_reason == "", timeout=2.0)
+    # handed back: moving the leader does nothing any more
+    intervene.publish(Bool(data=False))
+    assert spin_until(executor, lambda: not bridge.intervening)
+    pose["value"] = home.copy()
+    pose["value"][0] -= 0.2
+    spin_until(executor, lambda: False, timeout=0.6)
+    assert abs(driver.env.qpos()[0] - (home[0] + 0.3)) < 0.05, driver.env.qpos()[0]
+
+
 def test_bad_joint_states_are_refused_and_counted(station):
     from sensor_msgs.msg import JointState
 

@@ -1,7 +1,7 @@
 """Bad input and faults in the practice loop (issue 6): refused episodes are counted and
-never learned from, an operator abort ends an episode, a vanished station is marked lost
-while practice goes on, and actors wait for the steps-to-go service instead of sending
-unlabelled episodes."""
+never learned from, an operator abort or intervention ends an episode (never learned), a
+vanished station is marked lost while practice goes on, and actors wait for the
+steps-to-go service instead of sending unlabelled episodes."""
 
 from __future__ import annotations
 
@@ -153,11 +153,32 @@ def _observer(ros_context):
 STATION = ("sim_robot", "camera_ingest", "steps_to_go", "policy", "episode_recorder", "actor")
 
 
+def _wait_running_with_actions(executor, seen, actions, count):
+    assert spin_until(
+        executor,
+        lambda: any(s.stations and s.stations[0].state == "running" for s in seen["status"]),
+        timeout=60,
+    )
+    assert spin_until(executor, lambda: len(actions) >= count, timeout=30)
+
+
 @pytest.mark.slow
-def test_operator_abort_ends_the_episode(ros_context, graph_factory, tiny_checkpoint, tmp_path):
-    from efm_interfaces.action import RunEpisode
+def test_operator_abort_and_intervention_end_the_episode_and_it_is_never_learned(
+    ros_context, graph_factory, tiny_checkpoint, tmp_path, ros_domain
+):
+    """Appendix F's operator ends an episode two ways: ``efm-operator abort`` (the goal is
+    cancelled) and an intervention (``operator/intervention``, as a leader arm or pedal
+    would send). Either episode is recorded, its bag marked with the outcome, and nothing
+    of it reaches the learner (issue 15, item 4; before, aborted episodes were learned)."""
+    import json
+    import subprocess
+    import sys
+
+    from ros_harness import ros_environment
+    from std_msgs.msg import Bool
+
     from efm_interfaces.msg import ActionCommand
-    from efm_interfaces.srv import PracticeCommand
+    from efm_ros.bag_io import read_custom_data
     from efm_ros.qos import RELIABLE
 
     params = practice_yaml(
@@ -170,7 +191,7 @@ def test_operator_abort_ends_the_episode(ros_context, graph_factory, tiny_checkp
     )
     graph_factory(params)
     node, executor, seen = _observer(ros_context)
-    cli = node.create_client(PracticeCommand, "/practice/command")
+    intervene = node.create_publisher(Bool, "/station_0/operator/intervention", RELIABLE)
     actions = []
     node.create_subscription(
         ActionCommand,
@@ -178,46 +199,34 @@ def test_operator_abort_ends_the_episode(ros_context, graph_factory, tiny_checkp
         lambda m: actions.append(m) if not m.hold else None,
         RELIABLE,
     )
+    aborted = lambda: seen["status"][-1].stations[0].aborted if seen["status"] else 0  # noqa: E731
     try:
-        assert spin_until(
-            executor,
-            lambda: any(s.stations and s.stations[0].state == "running" for s in seen["status"]),
-            timeout=60,
+        _wait_running_with_actions(executor, seen, actions, 3)
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "efm_ros.operator_cli", "abort", "station_0"],
+            env=ros_environment(ros_domain), stdout=subprocess.PIPE, text=True,
         )
-        assert spin_until(executor, cli.service_is_ready)
-        assert spin_until(executor, lambda: len(actions) >= 3, timeout=30)
-        future = cli.call_async(
-            PracticeCommand.Request(
-                command=PracticeCommand.Request.ABORT_EPISODE, station="station_0"
-            )
-        )
-        assert spin_until(executor, future.done) and future.result().ok
-        assert spin_until(
-            executor,
-            lambda: any(
-                e.termination_reason == RunEpisode.Goal.TERMINATION_ABORTED
-                for e in seen["episodes"]
-            ),
-            timeout=30,
-        )
-        aborted = next(
-            e
-            for e in seen["episodes"]
-            if e.termination_reason == RunEpisode.Goal.TERMINATION_ABORTED
-        )
-        assert aborted.length >= 1 and len(aborted.steps_to_go) == aborted.length + 1
-        future = cli.call_async(PracticeCommand.Request(command=PracticeCommand.Request.STOP))
-        assert spin_until(executor, future.done) and future.result().ok
-        assert spin_until(
-            executor,
-            lambda: (
-                seen["status"][-1].state == "stopped"
-                and seen["status"][-1].stop_reason == "operator"
-            ),
-        )
+        assert spin_until(executor, lambda: cli.poll() is not None, 30)
+        assert cli.returncode == 0 and "aborting" in cli.stdout.read()
+        assert spin_until(executor, lambda: aborted() == 1, timeout=30)
+        actions.clear()
+        _wait_running_with_actions(executor, seen, actions, 3)  # the next episode runs
+        assert spin_until(executor, lambda: intervene.get_subscription_count() > 0)
+        intervene.publish(Bool(data=True))
+        assert spin_until(executor, lambda: aborted() == 2, timeout=30)
     finally:
         executor.shutdown()
         node.destroy_node()
+    assert not seen["episodes"], [e.termination_reason for e in seen["episodes"]]
+    outcomes = {}
+    for bag in (tmp_path / "run" / "bags" / "station_0").iterdir():
+        if not (bag / "metadata.yaml").exists():
+            continue  # the episode still running when the graph stopped
+        meta = json.loads(read_custom_data(bag).get("efm.episode") or "{}")
+        if meta.get("outcome"):
+            outcomes[meta["outcome"]] = meta
+    assert set(outcomes) == {"aborted", "intervened"}, outcomes
+    assert all(m["length"] >= 1 and m["success"] is False for m in outcomes.values())
 
 
 @pytest.mark.slow

@@ -6,7 +6,9 @@ For each goal the actor
 2. publishes the instruction (LATCHED ``instruction``): the policy acts while it is set,
 3. records every ``observation`` and the ``action_command`` answering it, streaming
    feedback, until the learned success detector fires (``steps_to_go/prediction``,
-   d <= s, Eq. 3), the step limit is reached, or the goal is cancelled (operator abort),
+   d <= s, Eq. 3), the step limit is reached, or the operator ends it (the goal is
+   cancelled, or ``operator/intervention`` turns true: the operator takes over); such an
+   episode is recorded with its outcome and never sent to the learner (Appendix F),
 4. clears the instruction (the policy holds),
 5. labels o_0..o_T through the frozen model's ``steps_to_go`` service, computes rewards
    r_t = d_t - d_t+1 (Eq. 2) and returns (gamma 0.9), and sends a LabelledEpisode to the
@@ -34,7 +36,7 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message, serialize_message
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
 
 from efm_interfaces.action import RunEpisode
 from efm_interfaces.msg import (
@@ -78,6 +80,8 @@ class EpisodeRecord:
     success: bool = False
     #: monotonic time of the newest observation (the start until one arrives)
     last_observation: float = 0.0
+    #: the operator took over (``operator/intervention``): ends it, never learned
+    intervened: bool = False
 
     def add_observation(self, msg: Observation) -> None:
         key = stamp_ns(msg)
@@ -221,6 +225,9 @@ class ActorNode(Node):
         self.stream.subscribe(
             StepsToGoPrediction, "steps_to_go/prediction", self.on_prediction, RELIABLE
         )
+        self.create_subscription(
+            Bool, "operator/intervention", self.on_intervention, RELIABLE, callback_group=group
+        )
         self.reset_client = self.create_client(
             ResetStation, self.reset_service, callback_group=group
         )
@@ -276,6 +283,16 @@ class ActorNode(Node):
             if msg.success and len(record.commands) >= self.min_steps:
                 record.success = True
             self.changed.notify_all()
+
+    def on_intervention(self, msg: Bool) -> None:
+        """The operator takes over (a leader arm, a pedal, ``efm-operator intervene``)."""
+        if not msg.data:
+            return
+        with self.changed:
+            if self.record is not None and not self.record.intervened:
+                self.record.intervened = True
+                self.get_logger().info(f"operator intervened in {self.record.episode_id}")
+                self.changed.notify_all()
 
     def on_ack(self, msg: EpisodeAck) -> None:
         """The learner decided on an episode: stop re-sending it, count how it went."""
@@ -404,6 +421,29 @@ class ActorNode(Node):
         reason = self._wait_for_end(handle, max_steps)
         self.instruction_pub.publish(String(data=""))
         record = self._finish_record(max_steps)
+        result.episode_id = episode_id
+        result.instruction = record.instruction
+        if reason == Goal.TERMINATION_ABORTED:
+            # Appendix F: the operator ends or takes over an episode; what the robot did
+            # then is not the policy's doing, so it is recorded (marked) and never learned
+            outcome = "intervened" if record.intervened else "aborted"
+            self.diag.count(f"episodes.{outcome}_not_learned")
+            self.publish_event(
+                event="stop", episode_id=episode_id, success=False,
+                length=len(record.commands), outcome=outcome,
+            )
+            result.length = len(record.commands)
+            result.termination_reason = reason
+            result.policy_version = min(
+                (c.policy_version for c in record.commands), default=self.policy_version
+            )
+            if record.intervened:
+                result.termination_detail = "operator intervened: recorded, not learned"
+                handle.succeed()
+            else:
+                result.termination_detail = "cancelled by the operator: recorded, not learned"
+                handle.canceled()
+            return
         episode = self._label(record, reason)
         reason = episode.termination_reason  # a success found while labelling ends it earlier
         if episode.length:
@@ -418,20 +458,14 @@ class ActorNode(Node):
             episode_id=episode_id,
             success=bool(episode.success),
             length=int(episode.length),
+            outcome="success" if episode.success else "max_steps",
         )
-
         result.success = episode.success
         result.length = episode.length
         result.episode_return = float(np.sum(episode.rewards))
         result.termination_reason = reason
-        result.episode_id = episode.episode_id
         result.policy_version = episode.policy_version
-        result.instruction = record.instruction
-        if reason == Goal.TERMINATION_ABORTED:
-            result.termination_detail = "cancelled by the operator"
-            handle.canceled()
-        else:
-            handle.succeed()
+        handle.succeed()
 
     def _wait_for_listeners(self) -> None:
         """Block until every node of ``episode.wait_for_nodes`` subscribes episode/events."""
@@ -460,7 +494,7 @@ class ActorNode(Node):
                 record = self.record
                 if self.shutting_down:
                     raise RuntimeError("actor shutting down")
-                if handle.is_cancel_requested:
+                if handle.is_cancel_requested or record.intervened:
                     return Goal.TERMINATION_ABORTED
                 if record.success:
                     return Goal.TERMINATION_SUCCESS

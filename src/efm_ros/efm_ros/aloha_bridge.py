@@ -28,6 +28,17 @@ calibration: ``config/aloha_station.yaml``):
 * ``safety.dry_run`` (default true): commands are computed, published on ``~/dry_run/...``
   and never sent to the arms; with motion enabled the bridge torques the arms on at start
   and moves them to the sleep pose the driver reports when it stops.
+
+Teleoperation (issue 15, item 4; ALOHA's leader -> follower puppeteering): with
+``teleop.leaders`` set, the leaders' ``joint_states`` (arms moved by hand, torque off)
+become follower targets, the leader gripper joint mapped through its open / closed
+calibration to the follower's. ``teleop.mode: always`` records demonstrations (policy
+chunks are refused, counted); ``intervention`` hands the arms to the leaders while the
+station's ``operator/intervention`` is true (the actor then ends the episode, which is
+never learned) and back to the policy when it turns false. Leader targets pass the same
+limits, rate bounds and stale-input holds as the policy's (a stale leader holds too).
+Every tick's command is published on ``executed_action`` (JointState, the 14 ALOHA
+values) for recording, with ``teleop/active`` (latched Bool) saying who drives.
 """
 
 from __future__ import annotations
@@ -48,11 +59,13 @@ from efm_ros.diagnostics import Diagnostics
 from efm_ros.embodiments import ALOHA_JOINTS, get_embodiment
 from efm_ros.interbotix_sim import GRIPPER_MOTOR_CLOSE, GRIPPER_MOTOR_OPEN
 from efm_ros.params import Parameters
-from efm_ros.qos import RELIABLE, SENSOR
+from efm_ros.qos import LATCHED, RELIABLE, SENSOR
 from efm_ros.spin import NodeEntry, run_node
 from efm_sim.aloha_layout import ARM_HIGH, ARM_JOINTS, ARM_LOW, normalize_gripper
 
 DT = 0.02  # the ALOHA driver's 50 Hz
+#: leader (wx250s) gripper joint at open / closed fingers [rad] (ACT's constants)
+LEADER_GRIPPER_OPEN, LEADER_GRIPPER_CLOSE = 0.3083, -0.6842
 #: vx300s joint limits [rad], per arm: waist .. wrist_rotate (efm_sim.aloha_layout)
 VX300S_LOWER, VX300S_UPPER = list(ARM_LOW), list(ARM_HIGH)
 
@@ -92,6 +105,20 @@ class AlohaBridgeNode(Node):
                                      "Hold when the heartbeat is older [s].", min_value=0.01)
         cameras = p.declare("safety.camera_topics", [""], "Camera topics whose frames must "
                             "stay fresh ([''] = none).", read_only=True)
+        leaders = p.declare("teleop.leaders", [""], "Namespaces of the two leader arms "
+                            "(left, right) ([''] = no teleoperation).", read_only=True)
+        self.teleop_mode = p.declare(
+            "teleop.mode", "intervention", "'always': the leaders drive (recording "
+            "demonstrations); 'intervention': only while operator/intervention is true.",
+            read_only=True,
+            validator=lambda v: None if v in ("always", "intervention") else
+            "teleop.mode must be 'always' or 'intervention'")
+        self.leader_open = p.declare("teleop.leader_gripper_open", LEADER_GRIPPER_OPEN,
+                                     "Leader gripper joint at open fingers [rad].",
+                                     read_only=True)
+        self.leader_close = p.declare("teleop.leader_gripper_close", LEADER_GRIPPER_CLOSE,
+                                      "Leader gripper joint at closed fingers [rad].",
+                                      read_only=True)
         for name, values in (("joints.lower", lower), ("joints.upper", upper),
                              ("joints.max_velocity", velocity),
                              ("joints.max_acceleration", accel)):
@@ -112,6 +139,14 @@ class AlohaBridgeNode(Node):
         self.step: np.ndarray = np.zeros(12)  # last per-tick change of the arm joints
         self.hold_reason = "no joint_states yet"
         self.hold_since = time.monotonic()
+        self.leaders = [name for name in leaders if name]
+        if self.leaders and len(self.leaders) != len(self.followers):
+            raise ValueError(f"teleop.leaders needs {len(self.followers)} names (left, "
+                             f"right), got {self.leaders}")
+        if self.leaders and self.leader_open == self.leader_close:
+            raise ValueError("teleop.leader_gripper_open must differ from _close")
+        self.leader: dict[str, np.ndarray] = {}  # 6 joints + normalised gripper
+        self.intervening = False
 
         self.station_pub = self.create_publisher(JointState, "joint_states", SENSOR)
         self.group_pubs, self.single_pubs = {}, {}
@@ -124,6 +159,15 @@ class AlohaBridgeNode(Node):
             self.create_subscription(JointState, f"/{arm}/joint_states",
                                      lambda m, a=arm: self.on_joint_states(a, m), SENSOR)
         self.create_subscription(ActionCommand, "action_command", self.on_command, RELIABLE)
+        self.executed_pub = self.create_publisher(JointState, "executed_action", RELIABLE)
+        self.teleop_pub = self.create_publisher(Bool, "teleop/active", LATCHED)
+        for arm in self.leaders:
+            self.create_subscription(JointState, f"/{arm}/joint_states",
+                                     lambda m, a=arm: self.on_leader(a, m), SENSOR)
+        if self.leaders:
+            self.create_subscription(Bool, "operator/intervention", self.on_intervention,
+                                     RELIABLE)
+        self.teleop_pub.publish(Bool(data=self.teleop_active))
         self.heartbeat: tuple[float, bool] | None = None
         if heartbeat:
             self.create_subscription(Bool, heartbeat, self.on_heartbeat, RELIABLE)
@@ -170,6 +214,40 @@ class AlohaBridgeNode(Node):
             out.header.stamp = msg.header.stamp
             self.station_pub.publish(out)
 
+    def on_leader(self, arm: str, msg: JointState) -> None:
+        """A leader arm's pose -> 6 follower joint targets + normalised gripper."""
+        names = list(msg.name)
+        needed = [*ARM_JOINTS, "gripper"]
+        if len(set(names)) != len(names) or any(n not in names for n in needed) or \
+                len(msg.position) != len(names):
+            self.diag.reject("leader_joint_states", f"{arm}: names {names[:9]} lack {needed}")
+            return
+        values = np.asarray(msg.position, dtype=np.float64)[[names.index(n) for n in needed]]
+        if not np.all(np.isfinite(values)):
+            self.diag.reject("leader_joint_states", f"{arm}: NaN/inf position")
+            return
+        values[6] = np.clip((values[6] - self.leader_close)
+                            / (self.leader_open - self.leader_close), 0.0, 1.0)
+        with self.lock:
+            self.leader[arm] = values
+            self._saw(arm)
+
+    @property
+    def teleop_active(self) -> bool:
+        return bool(self.leaders) and (self.teleop_mode == "always" or self.intervening)
+
+    def on_intervention(self, msg: Bool) -> None:
+        with self.lock:
+            if bool(msg.data) == self.intervening:
+                return
+            self.intervening = bool(msg.data)
+            self.plan.clear()  # neither source continues the other's motion
+            self.step = np.zeros(12)
+        self.get_logger().info("operator " + ("takes over: leaders drive" if msg.data
+                                              else "hands back: the policy drives"))
+        self.diag.count("interventions" if msg.data else "handbacks")
+        self.teleop_pub.publish(Bool(data=self.teleop_active))
+
     def on_heartbeat(self, msg: Bool) -> None:
         self.heartbeat = (time.monotonic(), bool(msg.data))
 
@@ -178,6 +256,9 @@ class AlohaBridgeNode(Node):
             chunk = self.embodiment.command_values(msg)
         except ValueError as error:
             self.diag.reject("command", str(error))
+            return
+        if self.teleop_active:
+            self.diag.reject("command", "the leaders drive (teleop): policy chunk ignored")
             return
         if msg.hold:
             with self.lock:
@@ -208,7 +289,8 @@ class AlohaBridgeNode(Node):
     # -- the 50 Hz loop -------------------------------------------------------------------
     def why_hold(self, now: float) -> str:
         """'' when it is safe to move, else the reason to hold."""
-        for key in (*self.followers, *self.cameras):
+        watched = (*self.followers, *self.cameras, *(self.leaders if self.teleop_active else ()))
+        for key in watched:
             seen = self.seen.get(key)
             if seen is None or now - seen > self.stale_s:
                 return f"stale {key}"
@@ -238,9 +320,12 @@ class AlohaBridgeNode(Node):
                 self.get_logger().info(f"moving again (was holding: {self.hold_reason})")
                 self.hold_reason = ""
                 self.step = np.zeros(12)
-            if not self.plan:
+            if self.teleop_active:
+                target = np.concatenate([self.leader[a] for a in self.leaders])
+            elif self.plan:
+                target = self.plan.popleft()
+            else:
                 return
-            target = self.plan.popleft()
             current = self.sent if self.sent is not None else self._measured14()
             self._send(self.limited(current, target))
 
@@ -272,6 +357,9 @@ class AlohaBridgeNode(Node):
             self.single_pubs[arm].publish(JointSingleCommand(name="gripper", cmd=motor))
         self.sent = values
         self.diag.count("commands.dry_run" if self.dry_run else "commands.sent")
+        executed = JointState(name=list(ALOHA_JOINTS), position=values.astype(float).tolist())
+        executed.header.stamp = self.get_clock().now().to_msg()
+        self.executed_pub.publish(executed)
 
     # -- start and stop (motion enabled only) -------------------------------------------
     def prepare_arms(self) -> None:

@@ -248,15 +248,18 @@ def check_episode_id(episode_id: object) -> str:
 #: keys of an ``episode/events`` message (std_msgs/String JSON), per event
 EPISODE_EVENT_KEYS = {
     "start": {"required": {"episode_id"}, "optional": {"instruction", "policy_version"}},
-    "stop": {"required": {"episode_id"}, "optional": {"success", "length"}},
+    "stop": {"required": {"episode_id"}, "optional": {"success", "length", "outcome"}},
 }
+#: how an episode ended (stop event ``outcome``); the last two are never learned from
+EPISODE_OUTCOMES = ("success", "max_steps", "aborted", "intervened")
 
 
 def parse_episode_event(text: str) -> dict[str, object]:
     """Validate one ``episode/events`` JSON message and return it as a dict.
 
     ``{"event": "start", "episode_id": str, "instruction": str, "policy_version": int >= 0}``
-    or ``{"event": "stop", "episode_id": str, "success": bool, "length": int >= 0}``.
+    or ``{"event": "stop", "episode_id": str, "success": bool, "length": int >= 0,
+    "outcome": one of EPISODE_OUTCOMES}``.
     ``episode_id`` must be a safe folder name (letters, digits, ``_ . -``). Unknown events
     or keys are refused (a misspelt key must not be dropped silently).
     """
@@ -284,6 +287,7 @@ def parse_episode_event(text: str) -> dict[str, object]:
         "policy_version": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
         "success": lambda v: isinstance(v, bool),
         "length": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "outcome": lambda v: v in EPISODE_OUTCOMES,
     }
     for key in given - {"episode_id"}:
         if not checks[key](event[key]):

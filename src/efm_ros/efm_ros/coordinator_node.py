@@ -10,7 +10,10 @@ budget of episodes or at a success plateau of the learned detector, the GT-free 
 detector success rate pooled over ``plateau.window`` versions for ``plateau.patience``
 versions. The version the rule keeps is published as ``best_policy_version``. A station whose actor
 disappears is marked ``lost``, its episode written off, and practice goes on with the
-others.
+others. The operator (``efm-operator``, Appendix F: one operator for the fleet) pauses,
+resumes, stops, aborts a station's episode (never learned; not counted in the success
+rate) and, with ``station.require_reset``, confirms each station's reset before its next
+episode.
 """
 
 from __future__ import annotations
@@ -46,7 +49,10 @@ class Station:
     goal_handle: object = None
     pending: object = None
     last_seen: float = field(default_factory=time.monotonic)
+    #: ROS time of the last time the actor was reachable (StationStatus.last_seen)
+    last_seen_stamp: object = None
     episodes: int = 0
+    aborted: int = 0
     recent: deque = field(default_factory=lambda: deque(maxlen=50))
     first_d: float | None = None
     #: policy version the station reports on /<station>/policy/version (-1: unknown)
@@ -120,6 +126,13 @@ class CoordinatorNode(Node):
             "stations acting with it (episodes of an older version would be refused).",
             read_only=True,
         )
+        self.require_reset = p.declare(
+            "station.require_reset",
+            False,
+            "After each episode wait for the operator's RESET_DONE (efm-operator reset-done "
+            "<station>) before the next: real stations, reset by hand (Appendix F).",
+            read_only=True,
+        )
         self.start_paused = p.declare(
             "start_paused", False, "Wait for a RESUME before collecting.", read_only=True
         )
@@ -170,9 +183,10 @@ class CoordinatorNode(Node):
             ready = st.client.server_is_ready()
             if ready:
                 st.last_seen = now
-                if st.state == "lost":
-                    st.state = "idle"
-                    self.get_logger().info(f"{st.name} is back")
+                st.last_seen_stamp = self.get_clock().now().to_msg()
+                if st.state == "lost":  # its scene is unknown: a real one is reset first
+                    st.state = "awaiting_reset" if self.require_reset else "idle"
+                    self.get_logger().info(f"{st.name} is back ({st.state})")
             elif st.state != "lost" and now - st.last_seen > self.lost_after:
                 self.get_logger().error(f"{st.name}: actor unreachable, marking it lost")
                 self.diag.count("stations.lost")
@@ -218,11 +232,17 @@ class CoordinatorNode(Node):
         if st.state == "lost":
             return  # written off already
         st.goal_handle = None
-        st.state = "idle"
+        st.state = "awaiting_reset" if self.require_reset else "idle"
         response = future.result()
         result = response.result
         if result.termination_reason == RunEpisode.Goal.TERMINATION_ERROR:
             self.diag.reject("episode", f"{st.name}: {result.termination_detail}")
+            return
+        if result.termination_reason == RunEpisode.Goal.TERMINATION_ABORTED:
+            # ended by the operator: not the policy's outcome, so not in its success rate
+            st.aborted += 1
+            self.diag.count("episodes.aborted")
+            self.get_logger().info(f"{st.name}: {result.termination_detail}")
             return
         st.episodes += 1
         self.episodes_total += 1
@@ -230,6 +250,8 @@ class CoordinatorNode(Node):
         self.version_success[int(result.policy_version)].append(bool(result.success))
         if self.budget and self.episodes_total >= self.budget:
             self.stop("budget")
+        if st.state == "awaiting_reset":
+            self.get_logger().info(f"{st.name}: waiting for the operator's reset")
         self.dispatch()  # the next episode now, not at the next dispatch tick
 
     def on_ack(self, msg: EpisodeAck) -> None:
@@ -305,11 +327,26 @@ class CoordinatorNode(Node):
             else:
                 aborted = self.abort(request.station)
                 response.message = f"aborting {aborted}" if aborted else "nothing running"
+        elif request.command == Cmd.RESET_DONE:
+            response.ok, response.message = self.reset_done(request.station)
         else:
             response.ok, response.message = False, f"unknown command {request.command}"
         self.get_logger().info(f"command {request.command} from {source}: {response.message}")
         self.publish_status()
         return response
+
+    def reset_done(self, station: str) -> tuple[bool, str]:
+        """The operator has reset ``station`` (''= every waiting one): it may run again."""
+        if station and station not in self.stations:
+            return False, f"unknown station {station!r}; valid: {list(self.stations)}"
+        chosen = [self.stations[station]] if station else list(self.stations.values())
+        waiting = [st for st in chosen if st.state == "awaiting_reset"]
+        if not waiting:
+            states = {st.name: st.state for st in chosen}
+            return False, f"no station is waiting for a reset: {states}"
+        for st in waiting:
+            st.state = "idle"
+        return True, f"reset done: {[st.name for st in waiting]}"
 
     def publish_status(self) -> None:
         msg = PracticeStatus(
@@ -339,10 +376,13 @@ class CoordinatorNode(Node):
             station=st.name,
             state=st.state,
             episodes=st.episodes,
+            aborted=st.aborted,
             success_rate=success,
             mean_length=length,
             mean_steps_to_go=d0,
         )
+        if st.last_seen_stamp is not None:
+            status.last_seen = st.last_seen_stamp
         return status
 
     @staticmethod

@@ -160,7 +160,8 @@ class EpisodeRecorderNode(Node):
             )
         else:
             self.episode.metadata.update(
-                {k: event[k] for k in ("success", "length") if k in event}, complete=True
+                {k: event[k] for k in ("success", "length", "outcome") if k in event},
+                complete=True,
             )
             self.close_episode()
 
