@@ -87,6 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", nargs="+", choices=["policy", "steps_to_go"],
                    default=["policy", "steps_to_go"])
 
+    p = sub.add_parser("data", help="datasets in and out: LeRobot <-> the ALOHA layout",
+                       description="import-lerobot: a LeRobot dataset (v2.0/v2.1/v3.0, parquet "
+                       "+ mp4) -> ALOHA-layout HDF5 episodes that Stage 1 reads (resumable); "
+                       "export-lerobot: ALOHA-layout episodes -> a LeRobot v2.1 dataset "
+                       "(efm_learning.lerobot_format).")
+    p.add_argument("action", choices=["import-lerobot", "export-lerobot"])
+    p.add_argument("source", help="LeRobot dataset root (import) or episode folder (export)")
+    p.add_argument("dest", help="episode folder (import) or new LeRobot dataset root (export)")
+    p.add_argument("--fps", type=float, default=50.0, help="export: frame rate [Hz]")
+    p.add_argument("--codec", default="libsvtav1",
+                   help="export: video encoder (libsvtav1 = LeRobot's AV1; libx264)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = sub.add_parser("demo", help="PointMass end to end: data, Stage 1, Stage 2, report",
                        description="Generates PointMass demos if needed, runs Stage 1, then "
                        "Stage 2 for each seed, evaluates, plots trajectories and writes "
@@ -112,6 +125,24 @@ QUICK_OVERRIDES = [
 ]
 
 
+def _data(args: argparse.Namespace) -> int:
+    from efm_learning.lerobot_format import LeRobotFormatError, export_lerobot, import_lerobot
+    from efm_sim.aloha_dataset import AlohaEpisodeError
+
+    try:
+        if args.action == "import-lerobot":
+            written = import_lerobot(args.source, args.dest, progress=not args.quiet)
+            print(json.dumps({"imported": len(written), "into": args.dest}))
+        else:
+            out = export_lerobot(args.source, args.dest, fps=args.fps, codec=args.codec,
+                                 progress=not args.quiet)
+            print(json.dumps({"exported_to": str(out)}))
+    except (LeRobotFormatError, AlohaEpisodeError) as error:
+        print(f"efm data: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
@@ -124,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         return _release(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "data":
+        return _data(args)
     overrides = list(args.overrides)
     if args.command == "demo" and args.quick:
         overrides = [*QUICK_OVERRIDES, "run_dir=runs/pointmass_quick",
