@@ -19,8 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
     "efm_ros": ["actor", "aloha_bridge", "bringup", "camera_ingest", "compose", "coordinator",
-                "efm-fleet-key", "efm-operator", "episode_recorder", "interbotix_sim", "learner",
-                "policy", "sim_robot", "steps_to_go"],
+                "efm-bags-to-dataset", "efm-fleet-key", "efm-operator", "episode_recorder",
+                "interbotix_sim", "learner", "policy", "sim_robot", "steps_to_go"],
     "efm_learning": ["efm"],
 }
 

@@ -53,6 +53,7 @@ setup(
             "compose = efm_ros.compose:main",
             "efm-fleet-key = efm_ros.fleet_auth:main",
             "efm-operator = efm_ros.operator_cli:main",
+            "efm-bags-to-dataset = efm_ros.bags_to_dataset:main",
             "aloha_bridge = efm_ros.aloha_bridge:main",
             "interbotix_sim = efm_ros.interbotix_sim:main",
         ]

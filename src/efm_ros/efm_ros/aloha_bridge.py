@@ -191,17 +191,24 @@ class AlohaBridgeNode(Node):
     def _saw(self, key: str) -> None:
         self.seen[key] = time.monotonic()
 
-    def on_joint_states(self, arm: str, msg: JointState) -> None:
+    def _arm_values(self, arm: str, msg: JointState, last: str, kind: str):
+        """The 6 arm joints and ``last`` (finger or gripper joint) of a joint_states, or
+        None (refused and counted under ``kind``) for missing names or NaN/inf."""
         names = list(msg.name)
-        needed = [*ARM_JOINTS, "left_finger"]
+        needed = [*ARM_JOINTS, last]
         if len(set(names)) != len(names) or any(n not in names for n in needed) or \
                 len(msg.position) != len(names):
-            self.diag.reject("joint_states", f"{arm}: names {names[:9]} lack {needed}")
-            return
-        position = np.asarray(msg.position, dtype=np.float64)
-        values = position[[names.index(n) for n in needed]]
+            self.diag.reject(kind, f"{arm}: names {names[:9]} lack {needed}")
+            return None
+        values = np.asarray(msg.position, dtype=np.float64)[[names.index(n) for n in needed]]
         if not np.all(np.isfinite(values)):
-            self.diag.reject("joint_states", f"{arm}: NaN/inf position")
+            self.diag.reject(kind, f"{arm}: NaN/inf position")
+            return None
+        return values
+
+    def on_joint_states(self, arm: str, msg: JointState) -> None:
+        values = self._arm_values(arm, msg, "left_finger", "joint_states")
+        if values is None:
             return
         values[6] = float(normalize_gripper(values[6]))  # finger [m] -> 0..1
         with self.lock:
@@ -216,15 +223,8 @@ class AlohaBridgeNode(Node):
 
     def on_leader(self, arm: str, msg: JointState) -> None:
         """A leader arm's pose -> 6 follower joint targets + normalised gripper."""
-        names = list(msg.name)
-        needed = [*ARM_JOINTS, "gripper"]
-        if len(set(names)) != len(names) or any(n not in names for n in needed) or \
-                len(msg.position) != len(names):
-            self.diag.reject("leader_joint_states", f"{arm}: names {names[:9]} lack {needed}")
-            return
-        values = np.asarray(msg.position, dtype=np.float64)[[names.index(n) for n in needed]]
-        if not np.all(np.isfinite(values)):
-            self.diag.reject("leader_joint_states", f"{arm}: NaN/inf position")
+        values = self._arm_values(arm, msg, "gripper", "leader_joint_states")
+        if values is None:
             return
         values[6] = np.clip((values[6] - self.leader_close)
                             / (self.leader_open - self.leader_close), 0.0, 1.0)
