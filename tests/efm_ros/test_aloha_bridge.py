@@ -343,3 +343,66 @@ def test_the_station_calibration_file_configures_the_bridge(ros_context):
         assert np.all(node.max_step <= 1.5 * 0.02 + 1e-9)
     finally:
         node.destroy_node()
+
+
+def _call(executor, client, request, timeout=30.0):
+    future = client.call_async(request)
+    assert spin_until(executor, future.done, timeout=timeout)
+    return future.result()
+
+
+def test_reset_moves_the_followers_to_the_start_pose_and_answers_when_there(station):
+    """ResetStation on a real station (issue 15, item 6): the bridge moves both arms to
+    reset.pose through the same rate bounds, refuses policy chunks meanwhile, and answers
+    only when the measured joints are there; an unreachable pose times out with a reason."""
+    from efm_interfaces.msg import ActionCommand
+    from efm_interfaces.srv import ResetStation
+    from efm_ros.aloha_bridge import RESET_POSE
+    from efm_ros.qos import RELIABLE
+
+    driver, bridge, tester, executor = station(**{
+        "safety.dry_run": False, "joints.max_velocity": [2.0] * 12})
+    client = tester.create_client(ResetStation, "reset")
+    policy = tester.create_publisher(ActionCommand, "action_command", RELIABLE)
+    assert spin_until(executor, lambda: client.service_is_ready()
+                      and driver.arms["follower_left"].torque, timeout=10.0)
+    pose = np.asarray(RESET_POSE)
+    away = _home(driver)
+    away[0] += 0.3  # the policy left the left waist 0.3 rad from the start pose
+    away[8] -= 0.2
+    policy.publish(_chunk([away] * 5))
+    assert spin_until(executor, lambda: abs(driver.env.qpos()[0] - away[0]) < 0.03,
+                      timeout=10.0)
+    start = driver.env.qpos().copy()
+    assert np.max(np.abs(start[:6] - pose[:6])) > 0.25  # a real move, not already there
+    future = client.call_async(ResetStation.Request())
+    spin_until(executor, lambda: bridge.resetting is not None, timeout=2.0)
+    policy.publish(_chunk([start] * 5))  # refused: the reset owns the arms
+    assert spin_until(executor, future.done, timeout=30.0), bridge.hold_reason
+    response = future.result()
+    assert response.ok, response.message
+    assert response.instruction == "insert the peg into the socket"
+    assert response.task_family == "insertion"
+    measured = bridge._measured14()
+    arm = np.r_[0:6, 7:13]
+    assert np.max(np.abs(measured[arm] - pose[arm])) <= 0.02 + 1e-6
+    assert bridge.diag.counters.get("rejected.command", 0) >= 1
+    refused = _call(executor, client, ResetStation.Request(task_family="block2block"))
+    assert not refused.ok and "unknown task family" in refused.message
+
+
+def test_a_reset_that_cannot_finish_times_out_with_the_reason(station):
+    from efm_interfaces.srv import ResetStation
+    from efm_ros.aloha_bridge import RESET_POSE
+
+    far = list(RESET_POSE)
+    far[0] += 1.0  # 1 rad away at 0.01 rad/s: cannot be reached in 0.5 s
+    driver, bridge, tester, executor = station(**{
+        "safety.dry_run": False, "joints.max_velocity": [0.01] * 12, "reset.timeout_s": 0.5,
+        "reset.pose": far})
+    client = tester.create_client(ResetStation, "reset")
+    assert spin_until(executor, lambda: client.service_is_ready()
+                      and driver.arms["follower_left"].torque, timeout=10.0)
+    response = _call(executor, client, ResetStation.Request(instruction="custom"))
+    assert not response.ok and response.message.startswith("timeout"), response.message
+    assert bridge.resetting is None  # the next reset may run

@@ -37,6 +37,12 @@ chunks are refused, counted); ``intervention`` hands the arms to the leaders whi
 station's ``operator/intervention`` is true (the actor then ends the episode, which is
 never learned) and back to the policy when it turns false. Leader targets pass the same
 limits, rate bounds and stale-input holds as the policy's (a stale leader holds too).
+Reset (ResetStation ``reset``, what the actor calls before each episode; a real station has
+no simulator to reset): the followers move to ``reset.pose`` under the same limits and
+rate bounds, policy chunks are refused meanwhile, and the call answers when every joint is
+within ``reset.tolerance_rad`` (measured; in dry-run, commanded) or fails after
+``reset.timeout_s``. The scene itself (peg, socket) is the operator's: with the
+coordinator's ``station.require_reset`` the operator confirms it before the next episode.
 Every tick's command is published on ``executed_action`` (JointState, the 14 ALOHA
 values) for recording, with ``teleop/active`` (latched Bool) saying who drives.
 """
@@ -50,11 +56,14 @@ from collections import deque
 import numpy as np
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import RobotInfo, TorqueEnable
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
+from rclpy.task import Future
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
 
 from efm_interfaces.msg import ActionCommand
+from efm_interfaces.srv import ResetStation
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.embodiments import ALOHA_JOINTS, get_embodiment
 from efm_ros.interbotix_sim import GRIPPER_MOTOR_CLOSE, GRIPPER_MOTOR_OPEN
@@ -66,6 +75,8 @@ from efm_sim.aloha_layout import ARM_HIGH, ARM_JOINTS, ARM_LOW, normalize_grippe
 DT = 0.02  # the ALOHA driver's 50 Hz
 #: leader (wx250s) gripper joint at open / closed fingers [rad] (ACT's constants)
 LEADER_GRIPPER_OPEN, LEADER_GRIPPER_CLOSE = 0.3083, -0.6842
+#: episode start: each arm at ACT's start pose (waist .. wrist_rotate [rad]), gripper open
+RESET_POSE = (0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 1.0) * 2
 #: vx300s joint limits [rad], per arm: waist .. wrist_rotate (efm_sim.aloha_layout)
 VX300S_LOWER, VX300S_UPPER = list(ARM_LOW), list(ARM_HIGH)
 
@@ -116,6 +127,17 @@ class AlohaBridgeNode(Node):
         self.leader_open = p.declare("teleop.leader_gripper_open", LEADER_GRIPPER_OPEN,
                                      "Leader gripper joint at open fingers [rad].",
                                      read_only=True)
+        self.reset_pose = np.asarray(p.declare(
+            "reset.pose", list(RESET_POSE), "Start pose of an episode: 14 values (6 joints "
+            "[rad] + gripper 0 closed..1 open, left arm first).", read_only=True), float)
+        self.reset_tolerance = p.declare("reset.tolerance_rad", 0.02, "A reset is done when "
+                                         "every joint is this close [rad].", min_value=1e-4)
+        self.reset_timeout = p.declare("reset.timeout_s", 20.0, "A reset not done after "
+                                       "this long fails [s].", min_value=0.1)
+        self.reset_instruction = p.declare("reset.instruction", "insert the peg into the "
+                                           "socket", "Instruction when a reset names none.")
+        self.reset_family = p.declare("reset.task_family", "insertion",
+                                      "The station's one task family.", read_only=True)
         self.leader_close = p.declare("teleop.leader_gripper_close", LEADER_GRIPPER_CLOSE,
                                       "Leader gripper joint at closed fingers [rad].",
                                       read_only=True)
@@ -147,6 +169,9 @@ class AlohaBridgeNode(Node):
             raise ValueError("teleop.leader_gripper_open must differ from _close")
         self.leader: dict[str, np.ndarray] = {}  # 6 joints + normalised gripper
         self.intervening = False
+        if self.reset_pose.shape != (14,) or not np.all(np.isfinite(self.reset_pose)):
+            raise ValueError("reset.pose needs 14 finite values")
+        self.resetting: tuple[Future, float] | None = None  # (done, deadline)
 
         self.station_pub = self.create_publisher(JointState, "joint_states", SENSOR)
         self.group_pubs, self.single_pubs = {}, {}
@@ -168,6 +193,9 @@ class AlohaBridgeNode(Node):
             self.create_subscription(Bool, "operator/intervention", self.on_intervention,
                                      RELIABLE)
         self.teleop_pub.publish(Bool(data=self.teleop_active))
+        # its own group: the awaiting reset must not hold the 50 Hz timer's group
+        self.create_service(ResetStation, "reset", self.on_reset,
+                            callback_group=MutuallyExclusiveCallbackGroup())
         self.heartbeat: tuple[float, bool] | None = None
         if heartbeat:
             self.create_subscription(Bool, heartbeat, self.on_heartbeat, RELIABLE)
@@ -260,6 +288,9 @@ class AlohaBridgeNode(Node):
         if self.teleop_active:
             self.diag.reject("command", "the leaders drive (teleop): policy chunk ignored")
             return
+        if self.resetting is not None:
+            self.diag.reject("command", "resetting: policy chunk ignored")
+            return
         if msg.hold:
             with self.lock:
                 self.plan.clear()
@@ -304,6 +335,7 @@ class AlohaBridgeNode(Node):
     def on_tick(self) -> None:
         now = time.monotonic()
         with self.lock:
+            self._reset_timeout(now)
             reason = self.why_hold(now)
             if reason:
                 if reason != self.hold_reason:
@@ -320,7 +352,9 @@ class AlohaBridgeNode(Node):
                 self.get_logger().info(f"moving again (was holding: {self.hold_reason})")
                 self.hold_reason = ""
                 self.step = np.zeros(12)
-            if self.teleop_active:
+            if self.resetting is not None and self._reset_progress(now):
+                target = self.reset_pose
+            elif self.teleop_active:
                 target = np.concatenate([self.leader[a] for a in self.leaders])
             elif self.plan:
                 target = self.plan.popleft()
@@ -328,6 +362,56 @@ class AlohaBridgeNode(Node):
                 return
             current = self.sent if self.sent is not None else self._measured14()
             self._send(self.limited(current, target))
+
+    # -- reset ------------------------------------------------------------------------------
+    async def on_reset(self, request: ResetStation.Request, response: ResetStation.Response):
+        """Move to ``reset.pose`` (answered when reached; the executor is not blocked)."""
+        response.ok = False
+        if request.task_family and request.task_family != self.reset_family:
+            response.message = (f"unknown task family {request.task_family!r}; this station "
+                                f"has {self.reset_family!r}")
+            return response
+        with self.lock:
+            if self.teleop_active:
+                response.message = "the leaders drive (teleop): no reset"
+                return response
+            if self.resetting is not None:
+                response.message = "a reset is already running"
+                return response
+            done = Future()
+            self.resetting = (done, time.monotonic() + self.reset_timeout)
+            self.plan.clear()
+        self.diag.count("resets")
+        problem = await done
+        response.ok, response.message = not problem, problem
+        response.instruction = request.instruction or self.reset_instruction
+        response.task_family = self.reset_family
+        return response
+
+    def _reset_progress(self, now: float) -> bool:
+        """Caller holds the lock. True while the reset must still move; resolves it when
+        reached (measured, or commanded in dry-run) or timed out."""
+        done, _ = self.resetting
+        current = self.sent if self.dry_run else self._measured14()
+        arm = np.r_[0:6, 7:13]
+        if current is not None and np.max(np.abs(current[arm] - self.reset_pose[arm])) \
+                <= self.reset_tolerance and (self.sent is not None and np.allclose(
+                    self.sent[[6, 13]], np.clip(self.reset_pose[[6, 13]], 0, 1))):
+            self.resetting = None
+            done.set_result("")
+            return False
+        return True
+
+    def _reset_timeout(self, now: float) -> None:
+        """Caller holds the lock: fail a reset past its deadline (holding or not)."""
+        if self.resetting is not None and now > self.resetting[1]:
+            done, _ = self.resetting
+            self.resetting = None
+            message = f"timeout: not at reset.pose after {self.reset_timeout:.1f} s"
+            if self.hold_reason:
+                message += f" (holding: {self.hold_reason})"
+            self.diag.reject("reset", message)
+            done.set_result(message)
 
     def limited(self, current: np.ndarray, target: np.ndarray) -> np.ndarray:
         """``target`` within the joint limits and this tick's velocity / acceleration
