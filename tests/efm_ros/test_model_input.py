@@ -83,3 +83,19 @@ def test_camera_ingest_stacking_matches_the_training_stacking():
     assert ros.shape == ours.shape
     assert not ros[14:18].any() and not ours[14:18].any()
     assert np.abs(ros.astype(int) - ours.astype(int)).max() <= 1
+
+
+def test_the_aloha_embodiment_passes_what_aloha_efm_decodes_unclipped():
+    """The policy node clips every chunk to its embodiment's limits; for ALOHA those must
+    be the joint ranges aloha_efm decodes to (rad, gripper 0..1), not +-1 (which cut every
+    joint at 1 rad before)."""
+    from efm_ros.embodiments import get_embodiment
+
+    model = make_model({"type": "aloha_efm", "image_size": 16, "band_px": 2,
+                        "channels": [8, 8], "hidden_size": 32, "joint_embed_dim": 4}).eval()
+    embodiment = get_embodiment("aloha")
+    for token in (0, model.action_vocab - 1):
+        tokens = torch.full((1, model.num_action_tokens), token, dtype=torch.long)
+        chunk = np.asarray(model.decode_actions(tokens)[0]).reshape(-1, embodiment.dof)
+        assert np.abs(chunk).max() > 1.5  # the waist range is +-pi
+        np.testing.assert_allclose(embodiment.clip(chunk), chunk, atol=1e-6)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from efm_interfaces.msg import ActionCommand
-from efm_sim.aloha_layout import STATE_NAMES
+from efm_sim.aloha_layout import JOINT_HIGH, JOINT_LOW, STATE_NAMES
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,13 @@ EMBODIMENTS: dict[str, Embodiment] = {
         action_names=ALOHA_JOINTS,
         chunk_length=5,
         period_s=0.1,
-        action_low=(-1.0,) * 14,
-        action_high=(1.0,) * 14,
+        # what aloha_efm decodes and aloha_bridge executes: vx300s joint targets, not the
+        # model's [-1, 1] tokens (clipping at +-1 would cut every joint at 1 rad)
+        action_low=JOINT_LOW,
+        action_high=JOINT_HIGH,
         proprio_names=ALOHA_JOINTS,
         camera_names=("top", "table", "left_wrist", "right_wrist"),
-        units="normalised joint position",
+        units="joint position [rad]; gripper 0 closed .. 1 open",
     ),
 }
 EMBODIMENTS["bananatable"] = Embodiment(
