@@ -7,6 +7,7 @@ ALOHA reader."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -54,7 +55,11 @@ def test_export_to_v21_and_read_back(tmp_path, codec):
     originals = [_aloha_episode(12, 0, "insert the peg"), _aloha_episode(9, 20)]
     for i, episode in enumerate(originals):
         write_aloha_episode(episode_path(source, i), episode)
+    policy = os.sched_getscheduler(0)
     export_lerobot(source, tmp_path / "lerobot", codec=codec, progress=False)
+    # SVT-AV1 makes its caller SCHED_FIFO 99 (as root); children of a realtime pytest
+    # starved a whole CI run: the encoder must leave the scheduling policy as it was
+    assert os.sched_getscheduler(0) == policy
 
     info = json.loads((tmp_path / "lerobot" / "meta" / "info.json").read_text())
     assert info["codebase_version"] == "v2.1" and info["total_episodes"] == 2

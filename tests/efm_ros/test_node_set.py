@@ -12,7 +12,8 @@ from efm_ros.bringup import ros_args
 from efm_ros.node_set import load_params, node_params, practice_nodes
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = [ROOT / "config" / "sim_practice.yaml", ROOT / "config" / "robot_practice.yaml"]
+CONFIGS = [ROOT / "config" / "sim_practice.yaml", ROOT / "config" / "robot_practice.yaml",
+           ROOT / "config" / "aloha_station.yaml"]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -21,9 +22,14 @@ def test_deployment_files_parse_and_name_every_node(path):
     sim = "sim" in path.name
     specs = practice_nodes(params, sim=sim)
     stations = node_params(params, "/coordinator")["stations"]
-    per_station = 6 if sim else 5
+    driver = "aloha" in path.name  # a real ALOHA station: aloha_bridge first in each station
+    per_station = 6 if sim else 5 + driver
     assert len(specs) == per_station * len(stations) + 2
     assert ("sim_robot" in {s.name for s in specs}) == sim
+    assert ("aloha_bridge" in {s.name for s in specs}) == driver
+    if driver:
+        assert specs[0].name == "aloha_bridge"
+        assert practice_nodes(params, sim=True)[0].name != "aloha_bridge"  # never with sim
     for spec in specs:
         if spec.namespace != "/":
             assert spec.overrides == {"station": spec.namespace.strip("/")}
@@ -75,7 +81,9 @@ def test_bad_deployment_files_are_refused(tmp_path):
         practice_nodes(load_params(bad), sim=True)
 
 
-@pytest.mark.parametrize("name", ["sim_practice.launch.py", "robot_practice.launch.py"])
+@pytest.mark.parametrize(
+    "name", ["sim_practice.launch.py", "robot_practice.launch.py", "aloha_station.launch.py"]
+)
 def test_launch_files(name):
     path = ROOT / "launch" / name
     compile(path.read_text(), str(path), "exec")  # always: the file is valid Python
@@ -169,3 +177,38 @@ def test_demo_hands_over_the_version_the_plateau_rule_kept(tmp_path):
     status.best_policy_version = -1
     assert kept_policy({"weights": weights, "status": status}, stage1) == (0, stage1)
     assert kept_policy({"weights": weights, "status": None}, stage1) == (0, stage1)
+
+
+def test_the_aloha_station_file_configures_each_node_it_starts(ros_context, tmp_path):
+    """Every node of config/aloha_station.yaml that needs no checkpoint starts with its
+    section (the declared parameters' validators run): the four realsense views stacked,
+    the 14 joints, the reset gate, the 300-step episodes."""
+    from rclpy.parameter import Parameter
+
+    from efm_ros.actor_node import ActorNode
+    from efm_ros.aloha_bridge import AlohaBridgeNode
+    from efm_ros.camera_ingest import CameraIngestNode
+    from efm_ros.coordinator_node import CoordinatorNode
+    from efm_ros.episode_recorder import EpisodeRecorderNode
+
+    params = load_params(ROOT / "config" / "aloha_station.yaml")
+    made = []
+    try:
+        for name, cls, ns in (("camera_ingest", CameraIngestNode, "/station_0"),
+                              ("actor", ActorNode, "/station_0"),
+                              ("aloha_bridge", AlohaBridgeNode, "/station_0"),
+                              ("episode_recorder", EpisodeRecorderNode, "/station_0"),
+                              ("coordinator", CoordinatorNode, "/")):
+            values = node_params(params, f"{ns.rstrip('/')}/{name}")
+            values = {k: v for k, v in values.items() if "fleet_key" not in k}  # none here
+            values = {k: str(tmp_path / k) if k.endswith("_dir") else v
+                      for k, v in values.items()}  # /var/lib/efm is the robot's
+            made.append(cls(context=ros_context, namespace=ns, parameter_overrides=[
+                Parameter(k, value=v) for k, v in values.items()]))
+        ingest, actor, bridge, _recorder, coordinator = made
+        assert ingest.layout == "aloha_stacked" and len(ingest.proprio_names) == 14
+        assert actor.default_max_steps == 300
+        assert bridge.dry_run and coordinator.require_reset
+    finally:
+        for node in made:
+            node.destroy_node()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -294,7 +295,20 @@ def import_lerobot(source: str | Path, dest: str | Path, progress: bool = True) 
 
 # -- writing (v2.1) ----------------------------------------------------------------------------
 def encode_video(path: Path, frames: np.ndarray, fps: float, codec: str = "libsvtav1") -> None:
-    """(T, H, W, 3) uint8 frames -> an mp4 (yuv420p), written to a temporary file first."""
+    """(T, H, W, 3) uint8 frames -> an mp4 (yuv420p), written to a temporary file first.
+
+    SVT-AV1 switches the calling thread to SCHED_FIFO 99 where it may (as root), and every
+    process started from it afterwards inherits that: ROS nodes that busy-wait then starve
+    the machine. The caller's scheduling policy is restored afterwards."""
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        _encode(path, frames, fps, codec)
+    finally:
+        if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
+            os.sched_setscheduler(0, policy, param)
+
+
+def _encode(path: Path, frames: np.ndarray, fps: float, codec: str) -> None:
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)

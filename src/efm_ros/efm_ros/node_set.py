@@ -18,6 +18,10 @@ import yaml
 
 #: nodes started once per station, in start order (sim_robot only with a simulator)
 STATION_NODES = ("sim_robot", "camera_ingest", "steps_to_go", "policy", "episode_recorder", "actor")
+#: robot-driver adapters started first in each real station whose deployment YAML has a
+#: ``/**/<name>`` section (an ALOHA station: aloha_bridge serves reset, joint_states and
+#: executes action_command on the Interbotix followers)
+DRIVER_NODES = ("aloha_bridge",)
 #: nodes started once per deployment
 GLOBAL_NODES = ("learner", "coordinator")
 #: console script and module of each node
@@ -30,6 +34,7 @@ EXECUTABLES = {
     "actor": "efm_ros.actor_node",
     "learner": "efm_ros.learner_node",
     "coordinator": "efm_ros.coordinator_node",
+    "aloha_bridge": "efm_ros.aloha_bridge",
 }
 
 
@@ -102,15 +107,17 @@ def practice_nodes(params: dict[str, Any], *, sim: bool) -> list[NodeSpec]:
     """Every node of a practice deployment: station nodes per station, then the globals.
 
     ``sim=False`` leaves out ``sim_robot``: on a robot computer the robot's own driver
-    publishes the cameras and joint states and serves ``reset``.
+    publishes the cameras and joint states and serves ``reset``, directly or through a
+    driver adapter of DRIVER_NODES that the YAML configures.
     """
     stations = node_params(params, "/coordinator").get("stations")
     if not stations or not all(isinstance(s, str) and s.strip("/") for s in stations):
         raise ValueError("coordinator.ros__parameters.stations must list station names")
     specs: list[NodeSpec] = []
+    drivers = () if sim else tuple(d for d in DRIVER_NODES if f"/**/{d}" in params)
     for station in stations:
         ns = "/" + station.strip("/")
-        for node in STATION_NODES:
+        for node in (*drivers, *STATION_NODES):
             if node == "sim_robot" and not sim:
                 continue
             specs.append(
