@@ -185,6 +185,52 @@ def test_episode_round_trip_with_metadata(rig, tmp_path):
     assert json.loads(read_custom_data(path)["efm.episode"]) == last
 
 
+def test_last_observation_after_the_stop_event_is_still_recorded(rig, tmp_path):
+    """The actor publishes the stop right after the episode's last observation, on another
+    topic: delivered in either order, that observation belongs to the bag (the grace period);
+    a start during the grace period closes the stopped bag at once, as complete."""
+    from efm_ros.bag_io import read_custom_data
+
+    r = rig(**{"recorder.stop_grace_s": 2.0})
+    r.wait_connected()
+    r.event(event="start", episode_id="ep-1")
+    r.publish("observation", _observation(0))
+    r.events.publish(_event(event="stop", episode_id="ep-1", success=False, length=1))
+    assert r.spin(lambda: r.node.episode is not None and r.node.episode.metadata["complete"])
+    r.publish("observation", _observation(1))  # arrived after the stop: still this episode's
+    assert r.count("messages_outside_episode") == 0 and not r.recorded
+    r.event(event="start", episode_id="ep-2")  # closes ep-1 now, not after 2 s
+    assert r.spin(lambda: len(r.recorded) == 1, timeout=1.0)
+    assert r.recorded[0]["episode_id"] == "ep-1" and r.recorded[0]["complete"] is True
+    meta = json.loads(read_custom_data(tmp_path / "bags" / "station_0" / "ep-1")["efm.episode"])
+    assert meta["complete"] is True and "reason" not in meta
+    by_rosbags, _ = _read_both(tmp_path / "bags" / "station_0" / "ep-1")
+    assert [o.step for o in by_rosbags[f"{NS}/observation"]] == [0, 1]
+    r.event(event="stop", episode_id="ep-2", success=True, length=0)
+    assert r.spin(lambda: len(r.recorded) == 2, timeout=5.0)  # closed by the grace timer
+    r.publish("observation", _observation(2))
+    assert r.count("messages_outside_episode") == 1
+
+
+def test_messages_that_arrive_before_the_start_event_are_recorded(rig, tmp_path):
+    """The first observations of an episode can arrive before its start event (another
+    topic): those received after the actor's ``start_ns`` are written from the pre-roll;
+    older ones (the previous episode's) are not."""
+    r = rig()
+    r.wait_connected()
+    r.publish("observation", _observation(7))  # before the actor began: not this episode's
+    start_ns = r.node.get_clock().now().nanoseconds
+    r.publish("observation", _observation(0))
+    r.publish("observation", _observation(1))
+    r.event(event="start", episode_id="ep-late", start_ns=start_ns)
+    r.publish("observation", _observation(2))
+    assert r.count("messages_recorded_from_preroll") == 2
+    r.event(event="stop", episode_id="ep-late", success=False, length=2)
+    assert r.spin(lambda: len(r.recorded) == 1)
+    by_rosbags, _ = _read_both(tmp_path / "bags" / "station_0" / "ep-late")
+    assert [o.step for o in by_rosbags[f"{NS}/observation"]] == [0, 1, 2]
+
+
 def test_event_validation_and_superseded_episode(rig, tmp_path):
     r = rig()
     r.wait_connected()

@@ -404,18 +404,17 @@ class ActorNode(Node):
             raise RuntimeError(f"reset refused: {reset.message}")
         self.counter += 1
         episode_id = f"{self.station}-{uuid.uuid4().hex[:8]}-{self.counter:06d}"
+        start_ns = self.get_clock().now().nanoseconds
         with self.lock:
             self.record = EpisodeRecord(
-                episode_id,
-                reset.instruction,
-                time.monotonic(),
-                start_ns=self.get_clock().now().nanoseconds,
+                episode_id, reset.instruction, time.monotonic(), start_ns=start_ns
             )
         self.publish_event(
             event="start",
             episode_id=episode_id,
             instruction=reset.instruction,
             policy_version=self.policy_version,
+            start_ns=start_ns,
         )
         self.instruction_pub.publish(String(data=reset.instruction))
         reason = self._wait_for_end(handle, max_steps)

@@ -7,6 +7,9 @@ one ``efm_sim.dataset`` episode file, the format Stage 1 reads (``efm sft`` with
 
 * the actions are the ``action_command`` values the robot executed, each paired with the
   ``observation`` it answered by header stamp (as the actor pairs them), in order;
+  observations stamped before the actor's ``episode_start_ns`` (the previous episode's,
+  recorded while the start event was in flight) and the commands answering them are not
+  part of the episode, as for the actor;
 * the states and images are those observations' proprioception and first camera's
   current frame, plus the observation after the last action (T actions, T + 1 states);
 * ``instruction`` and ``policy_version`` come from the bag's metadata; ``success`` is the
@@ -14,8 +17,10 @@ one ``efm_sim.dataset`` episode file, the format Stage 1 reads (``efm sft`` with
   ``attrs["success_source"]``.
 
 Skipped, counted and reported, never converted: bags that were not closed (a crash or a
-superseded episode), episodes the operator ended (``outcome`` aborted / intervened: not
-the policy's behaviour), episodes with no action, and with ``--successes-only`` every
+superseded episode), bags that hold fewer steps than the episode had (the recorder missed
+messages, e.g. before its subscriptions matched the publishers, or best-effort losses),
+episodes the operator ended (``outcome`` aborted / intervened: not the policy's
+behaviour), episodes with no action, and with ``--successes-only`` every
 episode the detector did not call a success. Conversion is resumable (a bag converted
 before keeps its file) and each file is written crash-safe.
 """
@@ -61,6 +66,7 @@ def read_bag_episode(bag: Path, env_name: str = "ros_bag"):
         raise ValueError("the episode was not closed (crash or superseded)")
     if meta.get("outcome") in NOT_LEARNED:
         raise ValueError(f"ended by the operator ({meta['outcome']}): not policy data")
+    start_ns = int(meta.get("episode_start_ns") or 0)  # earlier: the previous episode's
     observations: dict[int, object] = {}
     order: list[int] = []
     commands = []
@@ -69,7 +75,7 @@ def read_bag_episode(bag: Path, env_name: str = "ros_bag"):
             if connection.msgtype == "efm_interfaces/msg/Observation":
                 msg = deserialize_message(bytes(raw), Observation)
                 key = _stamp(msg)
-                if key not in observations:
+                if key >= start_ns and key not in observations:
                     observations[key] = msg
                     order.append(key)
             elif connection.msgtype == "efm_interfaces/msg/ActionCommand":
@@ -83,13 +89,18 @@ def read_bag_episode(bag: Path, env_name: str = "ros_bag"):
         if i > last:
             paired.append((i, command))
             last = i
-    if meta.get("length") is not None:
-        paired = paired[: int(meta["length"])]
-    if not paired or paired[-1][0] + 1 >= len(order):
-        if paired:
-            paired = paired[:-1]  # the last action's outcome was not recorded
-        if not paired:
-            raise ValueError("no action with a recorded outcome")
+    length = meta.get("length")
+    if length is not None:
+        paired = paired[: int(length)]
+    if paired and paired[-1][0] + 1 >= len(order):
+        paired = paired[:-1]  # the last action's outcome was not recorded
+    if not paired:
+        raise ValueError("no action with a recorded outcome")
+    if length is not None and len(paired) < int(length):
+        raise ValueError(
+            f"the bag holds {len(paired)} of the episode's {length} steps (the recorder "
+            "missed messages: not matched yet, or best-effort losses)"
+        )
     indices = [i for i, _ in paired] + [paired[-1][0] + 1]
     arrays = [observation_arrays(observations[order[i]]) for i in indices]
     states = np.stack([a["proprioception"] for a in arrays])

@@ -247,7 +247,10 @@ def check_episode_id(episode_id: object) -> str:
 
 #: keys of an ``episode/events`` message (std_msgs/String JSON), per event
 EPISODE_EVENT_KEYS = {
-    "start": {"required": {"episode_id"}, "optional": {"instruction", "policy_version"}},
+    "start": {
+        "required": {"episode_id"},
+        "optional": {"instruction", "policy_version", "start_ns"},
+    },
     "stop": {"required": {"episode_id"}, "optional": {"success", "length", "outcome"}},
 }
 #: how an episode ended (stop event ``outcome``); the last two are never learned from
@@ -257,7 +260,9 @@ EPISODE_OUTCOMES = ("success", "max_steps", "aborted", "intervened")
 def parse_episode_event(text: str) -> dict[str, object]:
     """Validate one ``episode/events`` JSON message and return it as a dict.
 
-    ``{"event": "start", "episode_id": str, "instruction": str, "policy_version": int >= 0}``
+    ``{"event": "start", "episode_id": str, "instruction": str, "policy_version": int >= 0,
+    "start_ns": int >= 0}`` (observations stamped before ``start_ns`` are the previous
+    episode's)
     or ``{"event": "stop", "episode_id": str, "success": bool, "length": int >= 0,
     "outcome": one of EPISODE_OUTCOMES}``.
     ``episode_id`` must be a safe folder name (letters, digits, ``_ . -``). Unknown events
@@ -285,6 +290,7 @@ def parse_episode_event(text: str) -> dict[str, object]:
     checks = {
         "instruction": lambda v: isinstance(v, str),
         "policy_version": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "start_ns": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
         "success": lambda v: isinstance(v, bool),
         "length": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
         "outcome": lambda v: v in EPISODE_OUTCOMES,

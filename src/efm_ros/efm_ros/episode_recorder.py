@@ -5,25 +5,34 @@ RELIABLE QoS) — a topic rather than a service because efm_interfaces has no re
 service and std_srvs/Trigger cannot carry the episode id:
 
   ``{"event": "start", "episode_id": "station_0-000042", "instruction": "...",
-     "policy_version": 3}``
+     "policy_version": 3, "start_ns": 1764680000000000000}``
   ``{"event": "stop", "episode_id": "station_0-000042", "success": true, "length": 57}``
 
 (validated by :func:`efm_ros.conversions.parse_episode_event`; unknown keys are refused).
 A start opens ``<recorder.output_dir>/<station>/<episode_id>/``; every message on the
 recorded topics is written as received (raw CDR bytes, receive time as the log time, like
 ``ros2 bag record``) until the matching stop. Episode metadata (station, episode id,
-instruction, policy version, success, length, ``complete``) is stored twice: as
+instruction, policy version, the actor's ``episode_start_ns`` (observations stamped
+earlier, recorded while the start was in flight, are the previous episode's), success,
+length, ``complete``) is stored twice: as
 ``std_msgs/String`` JSON on ``<ns>/episode/metadata`` inside the bag (at start and at stop)
 and under ``custom_data["efm.episode"]`` in metadata.yaml. A start while another episode is
 open closes that one first with ``complete: false``; ^C / shutdown does the same, so every
-bag stays readable. After closing, a summary (path, messages, MB, MB/s) is published on
-``episode/recorded`` (std_msgs/String JSON, RELIABLE).
+bag stays readable. A stop closes the bag ``recorder.stop_grace_s`` later, so that the
+episode's last observation, published just before the stop on another (best-effort) topic
+and delivered in any order, is in the bag (a start meanwhile closes it at once). Likewise
+the first messages of an episode can arrive before its start event (even before the
+previous episode's stop): the recorder always keeps the last ``recorder.preroll_s`` of
+messages and writes those received after the actor's ``start_ns`` into the new bag.
+After closing, a summary (path, messages, MB, MB/s) is published on ``episode/recorded``
+(std_msgs/String JSON, RELIABLE).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +113,29 @@ class EpisodeRecorderNode(Node):
                 else None
             ),
         )
+        self.stop_grace_s: float = p.declare(
+            "recorder.stop_grace_s",
+            0.3,
+            "Seconds a bag stays open after its stop event, for messages still in flight.",
+            read_only=True,
+            validator=lambda v: None if 0.0 <= v <= 10.0 else "stop_grace_s must be in [0, 10]",
+        )
+        self.preroll_s: float = p.declare(
+            "recorder.preroll_s",
+            1.0,
+            "Seconds of messages kept while no episode records; those received after the "
+            "actor's start_ns go into the new bag (the start event can arrive late).",
+            read_only=True,
+            validator=lambda v: None if 0.0 <= v <= 10.0 else "preroll_s must be in [0, 10]",
+        )
+        self.preroll_bytes: int = p.declare(
+            "recorder.preroll_max_mb", 256, "Memory bound of the pre-roll buffer (MB).",
+            read_only=True,
+            validator=lambda v: None if v >= 0 else "preroll_max_mb must be >= 0",
+        ) * 1_000_000
+        self.preroll: deque[tuple[int, int, bytes]] = deque()  # (receive ns, topic, CDR)
+        self.preroll_size = 0
+        self.closing = None  # the one-shot timer of a stopped episode's bag
         self.typestore = make_typestore()
         self.diag = Diagnostics(self)
         self.total_bytes = 0
@@ -135,12 +167,23 @@ class EpisodeRecorderNode(Node):
     # -- inputs ---------------------------------------------------------------------------
     def on_message(self, index: int, data: bytes) -> None:
         """Write one raw (CDR) message of recorded topic ``index`` to the open bag."""
+        now = self.get_clock().now().nanoseconds
+        self._keep(now, index, data)  # may belong to the next episode, even while one is open
         if self.episode is None:
             self.diag.count("messages_outside_episode")
             return
-        topic = self.recorded[index][0]
-        self.episode.writer.write(topic, self.get_clock().now().nanoseconds, data)
+        self.episode.writer.write(self.recorded[index][0], now, data)
         self.diag.count("messages_recorded")
+
+    def _keep(self, now: int, index: int, data: bytes) -> None:
+        """The pre-roll: the last ``preroll_s`` of messages, bounded in bytes."""
+        self.preroll.append((now, index, data))
+        self.preroll_size += len(data)
+        oldest = now - int(self.preroll_s * 1e9)
+        while self.preroll and (
+            self.preroll[0][0] < oldest or self.preroll_size > self.preroll_bytes
+        ):
+            self.preroll_size -= len(self.preroll.popleft()[2])
 
     def on_event(self, msg: String) -> None:
         try:
@@ -163,11 +206,16 @@ class EpisodeRecorderNode(Node):
                 {k: event[k] for k in ("success", "length", "outcome") if k in event},
                 complete=True,
             )
-            self.close_episode()
+            if self.stop_grace_s <= 0.0:
+                self.close_episode()
+            elif self.closing is None:
+                self.closing = self.create_timer(self.stop_grace_s, self.close_episode)
 
     # -- bags -----------------------------------------------------------------------------
     def start_episode(self, event: dict[str, Any]) -> None:
         """Open the bag of a new episode (closing an open one as incomplete)."""
+        if self.episode is not None and self.episode.metadata["complete"]:
+            self.close_episode()  # stopped, still in its grace period
         if self.episode is not None:
             self.get_logger().warning(
                 f"episode {self.episode.metadata['episode_id']!r} was not stopped before "
@@ -190,12 +238,20 @@ class EpisodeRecorderNode(Node):
             "episode_id": event["episode_id"],
             "instruction": event.get("instruction", ""),
             "policy_version": event.get("policy_version", 0),
+            "episode_start_ns": event.get("start_ns"),
             "success": None,
             "length": None,
             "complete": False,
             "start_time_ns": self.get_clock().now().nanoseconds,
         }
         self.episode = _Episode(writer, metadata)
+        start_ns = event.get("start_ns")
+        for received, index, data in self.preroll if start_ns is not None else ():
+            if received >= start_ns:  # sent after the actor began the episode
+                writer.write(self.recorded[index][0], received, data)
+                self.diag.count("messages_recorded_from_preroll")
+        self.preroll.clear()
+        self.preroll_size = 0
         self._write_metadata(self.episode)
         self.diag.count("episodes_started")
         self.get_logger().info(f"recording episode {event['episode_id']!r} -> {path}")
@@ -208,6 +264,9 @@ class EpisodeRecorderNode(Node):
 
     def close_episode(self) -> dict[str, Any] | None:
         """Close the open bag (if any) with its final metadata; returns the summary."""
+        if self.closing is not None:
+            self.destroy_timer(self.closing)
+            self.closing = None
         episode, self.episode = self.episode, None
         if episode is None:
             return None
