@@ -13,7 +13,8 @@ tasks a report is made on).
    policy runs the full step limit with the frozen ``best_steps_to_go`` model computing
    d(o, g) after every step; per episode the *first* firing of ``d <= s`` (where a Stage 2
    episode would end) is a true positive when the scene is a GT success then. Precision
-   and recall per episode and per observation over a range of s.
+   and recall per episode and per observation over a range of s, and for a detector that
+   fires once ``d <= s`` held on 2 or 3 observations in a row (``per_episode_held``).
 3. **Reward noise** on the same rollouts: the per-step reward r_t = d_t - d_t+1 (Eq. 2)
    with d the full expectation (Eq. 1) and with d over every bin but the last
    (``improve.reward_steps_to_go: in_range``): mean, std, 1st/99th percentile.
@@ -21,7 +22,7 @@ tasks a report is made on).
    detector mistakes for success, with the instruction under each frame.
 
 Outputs in ``--out`` (default ``<stage1>/../diagnosis_<split>``): ``results.json``,
-``false_positives.png``.
+``false_positives.png``, ``traces.npz`` (d and GT of every rollout step).
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ from experiments import (
 )
 from experiments.reward_quality import episode_pr, first_true, observation_pr
 
-THRESHOLDS = [0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0]
+THRESHOLDS = [0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0]
+#: the detector variants compared: fire once d <= s held on k observations in a row
+CONSECUTIVE = (1, 2, 3)
 #: the detector can never fire at this threshold (d >= 0): rollouts run the full limit
 NEVER = -1.0
 #: rollout tasks sit this far above the split's GT-evaluation tasks
@@ -86,6 +89,8 @@ def detector_quality(episodes: list[Any], s: float) -> dict[str, Any]:
         "episodes_reaching_gt_success": int(gt[:, 1:].any(axis=1).sum()),
         "at_configured_s": at_s,
         "per_episode": per_episode,
+        "per_episode_held": {str(k): episode_pr(d, gt, dist, THRESHOLDS, consecutive=k)
+                             for k in CONSECUTIVE if k > 1},
         "per_observation": observation_pr(d[:, 1:], gt[:, 1:], THRESHOLDS),
     }
 
@@ -189,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             float(np.mean([e.gt_success[1:].any() for e in episodes]))),
     }
     write_json(out / "results.json", results)
+    np.savez_compressed(out / "traces.npz",  # d and GT per step, to evaluate other rules
+                        steps_to_go=np.stack([e.steps_to_go for e in episodes]),
+                        gt_success=np.stack([e.gt_success for e in episodes]))
     echo(f"results in {out}")
     return 0
 

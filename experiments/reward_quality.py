@@ -182,15 +182,25 @@ def first_true(mask: np.ndarray) -> np.ndarray:
     return np.where(mask.any(axis=1), idx, -1)
 
 
+def held_for(mask: np.ndarray, k: int) -> np.ndarray:
+    """True where ``mask`` has been true for the last ``k`` steps (rows are episodes)."""
+    held = mask.copy()
+    for j in range(1, k):
+        held[:, j:] &= mask[:, :-j]
+        held[:, :j] = False
+    return held
+
+
 def episode_pr(d: np.ndarray, gt: np.ndarray, dist: np.ndarray,
-               thresholds: list[float]) -> list[dict]:
+               thresholds: list[float], consecutive: int = 1) -> list[dict]:
     """Stage 2's view: the first firing ends the episode. Steps t >= 1 (at t = 0 the actor
-    skips the task as already solved). ``dist``: |pos - goal| per observation."""
+    skips the task as already solved). ``dist``: |pos - goal| per observation.
+    ``consecutive`` k: the detector fires once ``d <= s`` held on k observations in a row."""
     rows = []
     reached = gt[:, 1:].any(axis=1)
     first_gt = first_true(gt[:, 1:])
     for s in thresholds:
-        fire = first_true(d[:, 1:] <= s)
+        fire = first_true(held_for(d[:, 1:] <= s, consecutive))
         fired = fire >= 0
         correct = fired & gt[np.arange(len(d)), fire + 1]
         early = fired & ((first_gt < 0) | (fire < first_gt))
@@ -199,6 +209,7 @@ def episode_pr(d: np.ndarray, gt: np.ndarray, dist: np.ndarray,
         wrong_dist = dist[np.arange(len(d)), fire + 1][wrong]
         rows.append({
             "s": s,
+            "consecutive": consecutive,
             "fired_rate": float(fired.mean()),
             "precision": finite_or_none(correct.sum() / fired.sum()) if fired.any() else None,
             "recall": finite_or_none((fired & reached).sum() / reached.sum())

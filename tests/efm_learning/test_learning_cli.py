@@ -60,8 +60,9 @@ def test_sft_improve_eval_end_to_end(pointmass_data, tmp_path):
     assert 0.0 <= json.loads(out.stdout)["eval/success_rate"] <= 1.0
 
 
-def test_generated_demos_match_the_configured_camera_families_and_blocks(tmp_path):
-    """Stage 1 data is written for the board the model will act on (config env_kwargs)."""
+def test_generated_demos_match_the_configured_camera_families_and_blocks(tmp_path, capfd):
+    """Stage 1 data is written for the board the model will act on (config env_kwargs);
+    without progress (``efm sft --quiet``) the generator draws no progress bar."""
     from efm_learning.config import load_config
     from efm_learning.pipeline import ensure_dataset
     from efm_sim.dataset import EpisodeDataset, read_episode
@@ -69,7 +70,8 @@ def test_generated_demos_match_the_configured_camera_families_and_blocks(tmp_pat
     cfg = load_config(REPO / "config/pushtable.yaml",
                       [f"data.dir={tmp_path / 'demos'}", "data.generate_episodes=2",
                        "env_kwargs.task_families=[block2location]"])
-    assert ensure_dataset(cfg, echo=lambda _: None) == 2
+    assert ensure_dataset(cfg, echo=lambda _: None, progress=False) == 2
+    assert "pushtable demos" not in capfd.readouterr().err
     episodes = [read_episode(p) for p in EpisodeDataset(tmp_path / "demos").paths]
     for episode in episodes:
         assert episode.images.shape[1:] == (64, 64, 3)

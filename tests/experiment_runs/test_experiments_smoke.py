@@ -107,6 +107,10 @@ def test_detector_metrics_on_a_hand_made_episode():
     assert tight["mean_delay_after_goal"] == 0.0 and tight["recall"] == 1.0
     assert loose["precision"] == 0.0 and loose["fired_before_goal_rate"] == 1.0
     assert loose["median_distance_at_wrong_first_firing"] == pytest.approx(0.3)
+    # held on 2 observations in a row: the loose detector waits for t=2 (d 3.0, 0.2): right
+    held = episode_pr(d, gt, dist, [3.5], consecutive=2)[0]
+    assert held["precision"] == 1.0 and held["fired_before_goal_rate"] == 0.0
+    assert held["consecutive"] == 2 and held["mean_delay_after_goal"] == 0.0
     rows = observation_pr(d.ravel(), gt.ravel(), [0.15, 0.5, 3.5])
     assert rows[0]["precision"] == 1.0 and rows[0]["recall"] == 0.5
     assert rows[1]["precision"] == 1.0 and rows[1]["recall"] == 1.0

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         from efm_learning.sft import train_sft
 
         if args.generate:
-            ensure_dataset(cfg)
+            ensure_dataset(cfg, progress=progress)
         result = train_sft(cfg, resume=not args.no_resume, progress=progress)
         print(json.dumps({"stage": "sft", "best_val": result.best_val,
                           "checkpoints": {k: str(v) for k, v in result.checkpoints.items()},

@@ -47,8 +47,9 @@ def generate_command(cfg: ExperimentConfig) -> list[str]:
     return cmd
 
 
-def ensure_dataset(cfg: ExperimentConfig, echo: Any = print) -> int:
-    """Generate ``data.generate_episodes`` demos with efm_sim when ``data.dir`` is empty."""
+def ensure_dataset(cfg: ExperimentConfig, echo: Any = print, progress: bool = True) -> int:
+    """Generate ``data.generate_episodes`` demos with efm_sim when ``data.dir`` is empty
+    (``progress`` False: without the generator's progress bar)."""
     root = Path(cfg.data.dir)
     existing = len(list(root.glob("episode_*.h5"))) if root.is_dir() else 0
     if existing:
@@ -56,7 +57,7 @@ def ensure_dataset(cfg: ExperimentConfig, echo: Any = print) -> int:
         return existing
     echo(f"[data] generating {cfg.data.generate_episodes} {cfg.env} demonstrations into "
          f"{root} (efm_sim.generate)")
-    subprocess.run(generate_command(cfg), check=True)
+    subprocess.run(generate_command(cfg) + ([] if progress else ["--no-progress"]), check=True)
     return len(list(root.glob("episode_*.h5")))
 
 
