@@ -208,3 +208,40 @@ def test_plain_encoder_reads_the_whole_map_and_freezes_it_in_stage2():
     assert all(id(p) in stage2 for p in model.trunk.parameters())
     flipped = {**obs, "observation.image": obs["observation.image"][:, ::-1].copy()}
     assert not torch.allclose(logits, model.action_logits(model.prepare_observations(flipped)))
+
+
+def test_training_speed_ups_leave_outputs_and_checkpoints_unchanged(tmp_path, monkeypatch):
+    """prepare_for_training (issue 13 item 6): channels-last weights give the same outputs
+    and gradients and round-trip through a checkpoint; with compile the
+    compiled trunk serves training steps only, never evaluation or no-grad acting."""
+    torch.manual_seed(1)
+    eager = make_model({**CONFIG, "early_keypoints": 4, "relative_keypoints": True}).train()
+    fast = make_model({**CONFIG, "early_keypoints": 4, "relative_keypoints": True}).train()
+    fast.load_state_dict(eager.state_dict())
+    fast.prepare_for_training()
+    assert fast.convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not fast.convs[0].weight.is_contiguous()
+    batch = fast.prepare_observations(_obs(4))
+    batch[ACTION_TOKENS] = torch.zeros(4, 4, dtype=torch.long)
+    losses = [m.bc_loss(batch) for m in (eager, fast)]
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-5)
+    for loss in losses:
+        loss.backward()
+    torch.testing.assert_close(eager.convs[0].weight.grad, fast.convs[0].weight.grad,
+                               rtol=1e-4, atol=1e-5)
+    save_checkpoint(tmp_path / "ck", fast)
+    loaded, _ = load_checkpoint(tmp_path / "ck")
+    torch.testing.assert_close(loaded.steps_to_go_logits(batch),
+                               fast.eval().steps_to_go_logits(batch))
+
+    calls = []
+    fast.prepare_for_training(compile=True)
+    monkeypatch.setattr(fast, "_compiled_trunk", lambda b: calls.append(1) or fast._eager_trunk(b))
+    fast.train()
+    fast.bc_loss(batch)
+    assert calls == [1]
+    fast.eval()
+    fast.bc_loss(batch)
+    fast.train()
+    fast.act(_obs(2))  # no_grad: acting never uses the compiled graph
+    assert calls == [1]

@@ -210,6 +210,10 @@ class SFTConfig:
     #: ALOHA choice: best BC validation at ~5K-10K steps, a far better policy at
     #: ~100K-300K). The reward model is always ``best_steps_to_go``
     policy_checkpoint: Literal["best_bc", "last"] = "best_bc"
+    #: Stage 1 speed (issue 13 item 6): ``torch.compile`` the backend's training forward
+    #: (inductor; needs a C++ compiler, ~30-60 s to compile). Backends without a
+    #: compilable trunk ignore it. Benchmarked in docs/LEARNING.md
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _require(self.steps > 0, "steps", "must be > 0")

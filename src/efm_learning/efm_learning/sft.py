@@ -220,6 +220,7 @@ def train_sft(
         model = build_model_from_data(cfg, train_paths)
         model.to(cfg.device)
     model.train()
+    model.prepare_for_training(compile=sft.compile)
     featurize = model.featurizer()
     load_images = getattr(model, "needs_images", False)
     sampler = StreamingSampler(

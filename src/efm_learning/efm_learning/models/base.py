@@ -165,6 +165,9 @@ class EFM(nn.Module, abc.ABC):
         """Stage 1 training-batch augmentation (none by default; ``conv_efm`` shifts)."""
         return batch
 
+    def prepare_for_training(self, compile: bool = False) -> None:
+        """Stage 1 speed-ups that leave the maths unchanged (none by default)."""
+
     def stage2_parameters(self) -> list[nn.Parameter]:
         """Parameters Stage 2 updates (the paper freezes the image encoder, A.3)."""
         return [p for p in self.parameters() if p.requires_grad]

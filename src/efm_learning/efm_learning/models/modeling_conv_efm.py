@@ -204,7 +204,22 @@ class ConvEFM(EFM):
             TEXT: text,
         }
 
+    def prepare_for_training(self, compile: bool = False) -> None:
+        """Channels-last conv weights (the frames arrive NHWC, so the oneDNN convolutions
+        skip a layout conversion) and, with ``compile``, an inductor-compiled trunk for
+        training steps; evaluation keeps the eager trunk (other batch sizes would
+        recompile). Side by side: docs/LEARNING.md "Stage 1 speed"."""
+        self.to(memory_format=torch.channels_last)
+        if compile:
+            self._compiled_trunk = torch.compile(self._eager_trunk)
+
     def _trunk(self, batch: Batch) -> torch.Tensor:
+        compiled = getattr(self, "_compiled_trunk", None)
+        if compiled is not None and self.training and torch.is_grad_enabled():
+            return compiled(batch)
+        return self._eager_trunk(batch)
+
+    def _eager_trunk(self, batch: Batch) -> torch.Tensor:
         frames = batch[keys.OBS_IMAGE].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
         b, _, h, w = frames.shape
         ys = torch.linspace(-1.0, 1.0, h, device=frames.device).view(1, 1, h, 1).expand(b, 1, h, w)
