@@ -87,7 +87,7 @@ def test_install_provides_share_contents_from_the_prefix_alone(installed):
     share = installed / "share" / "efm_ros"
     assert Path(info["share"]) == share and Path(info["share_dir"]) == share
     expected = {f"launch/{p.name}" for p in (ROOT / "launch").glob("*.launch.py")}
-    expected |= {"launch/efm.rviz", "package.xml"}
+    expected |= {f"launch/{p.name}" for p in (ROOT / "launch").glob("*.rviz")} | {"package.xml"}
     expected |= {f"config/{p.name}" for p in (ROOT / "config").glob("*.yaml")}
     expected |= {f"urdf/{p.name}" for p in (ROOT / "urdf").glob("*.urdf")}
     assert expected <= set(info["files"]), expected - set(info["files"])
