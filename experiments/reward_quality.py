@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from efm_learning.success_detector import held_for
 from experiments import (
     TEST_SEED_BASE,
     Progress,
@@ -180,15 +181,6 @@ def first_true(mask: np.ndarray) -> np.ndarray:
     """Index of the first True per row, -1 where none (rows are episodes)."""
     idx = mask.argmax(axis=1)
     return np.where(mask.any(axis=1), idx, -1)
-
-
-def held_for(mask: np.ndarray, k: int) -> np.ndarray:
-    """True where ``mask`` has been true for the last ``k`` steps (rows are episodes)."""
-    held = mask.copy()
-    for j in range(1, k):
-        held[:, j:] &= mask[:, :-j]
-        held[:, :j] = False
-    return held
 
 
 def episode_pr(d: np.ndarray, gt: np.ndarray, dist: np.ndarray,

@@ -39,6 +39,24 @@ def test_learned_detector_ends_episodes():
         assert e.end_reason in ("success_detector", "step_limit")
 
 
+def test_detector_held_on_k_observations_ends_episodes_k_minus_1_steps_later():
+    """success_consecutive = 3: an episode ends on the third observation in a row with
+    d <= s, never on the first, and never while d jumped back above s in between."""
+    from efm_learning.success_detector import held_for
+
+    actor = _actor(DistanceStepsToGo(speed=0.1), max_steps=140, success_consecutive=3)
+    episodes = actor.run(num_episodes=8)
+    detected = [e for e in episodes if e.end_reason == "success_detector"]
+    assert detected, "the detector should end some episodes"
+    for e in detected:
+        fired = e.steps_to_go <= 5.0
+        assert fired[-3:].all() and held_for(fired, 3).sum() == 1 and held_for(fired, 3)[-1]
+    with pytest.raises(ValueError, match="success_consecutive"):
+        _actor(DistanceStepsToGo(speed=0.1), success_consecutive=0)
+    assert held_for([True, False, True, True, True], 2).tolist() == [
+        False, False, False, True, True]
+
+
 def test_collect_stops_near_the_sample_target_with_whole_episodes():
     actor = _actor(DistanceStepsToGo(offset=1e6), max_steps=10, num_envs=3)
     episodes = actor.collect(95)

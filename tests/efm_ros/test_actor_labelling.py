@@ -31,11 +31,12 @@ def labelled(ros_context):
 
     made = []
 
-    def label(min_steps: int, reason: int):
+    def label(min_steps: int, reason: int, consecutive: int = 1, d_values=D):
         server = Node("labeller", context=ros_context, namespace="station_0")
         server.create_service(StepsToGo, "steps_to_go", on_request)
         actor = ActorNode(context=ros_context, namespace="station_0", parameter_overrides=[
-            Parameter("success.min_steps", value=min_steps)])
+            Parameter("success.min_steps", value=min_steps),
+            Parameter("success.consecutive", value=consecutive)])
         executor = MultiThreadedExecutor(context=ros_context)
         for node in (server, actor):
             executor.add_node(node)
@@ -44,11 +45,11 @@ def labelled(ros_context):
         made.append((executor, thread, server, actor))
         record = EpisodeRecord(episode_id="station_0-test-1", instruction="push the red moon "
                                "to the blue cube", started=0.0, start_ns=0)
-        for i, d in enumerate(D):
+        for i, d in enumerate(d_values):
             obs = observation([d, 0.0], step=i)
             obs.header.stamp.sec = i + 1
             record.add_observation(obs)
-            if i < len(D) - 1:
+            if i < len(d_values) - 1:
                 command = ActionCommand(action_tokens=[1, 2], values=[0.0, 0.0])
                 command.header.stamp = obs.header.stamp
                 assert record.add_command(command) == ""
@@ -80,3 +81,17 @@ def test_detector_is_ignored_before_min_steps(labelled):
     episode, _ = labelled(min_steps=3, reason=Goal.TERMINATION_MAX_STEPS)
     assert episode.length == 5 and not episode.success
     assert episode.termination_reason == Goal.TERMINATION_MAX_STEPS
+
+
+def test_detector_held_on_consecutive_observations(labelled):
+    """success.consecutive = 2: a lone d <= s (o_1) does not end the episode; the second of
+    two in a row (o_3, o_4) does, and the episode is cut there."""
+    from efm_ros.actor_node import Goal
+
+    d_values = [9.0, 1.5, 6.0, 1.0, 0.5, 3.0]
+    episode, _ = labelled(min_steps=1, reason=Goal.TERMINATION_MAX_STEPS, consecutive=2,
+                          d_values=d_values)
+    assert episode.length == 4 and episode.success
+    assert list(episode.steps_to_go) == d_values[:5]
+    single, _ = labelled(min_steps=1, reason=Goal.TERMINATION_MAX_STEPS, d_values=d_values)
+    assert single.length == 1 and single.success  # Eq. 3 alone fires at o_1

@@ -5,7 +5,8 @@ Acme-style roles. The learner publishes versioned weights through a
 :class:`PracticeEpisode` records. Each practice episode ends when
 
 1. the *learned* success detector fires, ``d(o_t, g) <= s`` (Eq. 3), computed with the
-   frozen Stage 1 steps-to-go model;
+   frozen Stage 1 steps-to-go model (on ``success_consecutive`` observations in a row;
+   1, the paper's, by default);
 2. the maximum episode length is reached; or
 3. it is aborted from outside (the paper's human operator; :meth:`Actor.request_abort`).
 
@@ -115,6 +116,7 @@ class EnvActor(Actor):
         end_on: Literal["detector", "ground_truth"] = "detector",
         env_kwargs: dict[str, Any] | None = None,
         seed_stream: Callable[[], Iterator[int]] | None = None,
+        success_consecutive: int = 1,
     ) -> None:
         if end_on == "detector" and steps_to_go_model is None:
             raise ValueError("a detector-terminated actor needs the frozen steps-to-go model")
@@ -123,6 +125,9 @@ class EnvActor(Actor):
             p.requires_grad_(False)
         self.steps_to_go_model = steps_to_go_model
         self.success_threshold = float(success_threshold)
+        if success_consecutive < 1:
+            raise ValueError(f"success_consecutive must be >= 1, got {success_consecutive}")
+        self.success_consecutive = int(success_consecutive)
         self.max_episode_steps = int(max_episode_steps)
         self.greedy = greedy
         self.end_on = end_on
@@ -197,6 +202,7 @@ class EnvActor(Actor):
                 reason = slot.end_reason(
                     None if d_next is None else float(d_next[j]),
                     self.success_threshold,
+                    self.success_consecutive,
                     self.max_episode_steps,
                     bool(self._abort[i]),
                     self.end_on,
@@ -219,7 +225,8 @@ class EnvActor(Actor):
         if self.end_on == "detector":
             d0 = float(self._steps_to_go([slot.current])[0])
             slot.d.append(d0)
-            slot.finished = d0 <= self.success_threshold
+            slot.fired_in_a_row = int(d0 <= self.success_threshold)
+            slot.finished = slot.fired_in_a_row >= self.success_consecutive
         else:
             if self.steps_to_go_model is not None:
                 slot.d.append(float(self._steps_to_go([slot.current])[0]))
@@ -239,6 +246,8 @@ class _Running:
         self.d: list[float] = []
         self.env_terminated = False
         self.finished = False
+        #: observations in a row (up to now) on which d <= s
+        self.fired_in_a_row = 0
 
     @property
     def current(self) -> dict[str, Any]:
@@ -260,11 +269,12 @@ class _Running:
         return nxt
 
     def end_reason(
-        self, d: float | None, s: float, max_steps: int, abort: bool, end_on: str
+        self, d: float | None, s: float, k: int, max_steps: int, abort: bool, end_on: str
     ) -> EndReason | None:
         if d is not None:
             self.d.append(d)
-        if end_on == "detector" and d is not None and d <= s:
+            self.fired_in_a_row = self.fired_in_a_row + 1 if d <= s else 0
+        if end_on == "detector" and d is not None and self.fired_in_a_row >= k:
             return "success_detector"
         if end_on == "ground_truth" and self.gt[-1]:
             return "ground_truth"

@@ -258,6 +258,9 @@ class ImproveConfig:
     grad_clip: float = 1.0
     #: s in success = 1[d <= s] (Eq. 3), in steps
     success_threshold: float = 2.0
+    #: k: the detector fires once d <= s held on k observations in a row; 1 is Eq. 3,
+    #: k > 1 a departure for precision on near misses (docs/PUSHTABLE.md section 3)
+    success_consecutive: int = 1
     max_episode_steps: int = 140
     #: environments stepped in lock-step by the in-process actor (batched inference)
     num_envs: int = 16
@@ -298,6 +301,7 @@ class ImproveConfig:
         _require(self.lr > 0, "lr", "must be > 0")
         _require(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 disables)")
         _require(self.success_threshold >= 0, "success_threshold", "must be >= 0")
+        _require(self.success_consecutive >= 1, "success_consecutive", "must be >= 1")
         _require(self.num_envs > 0, "num_envs", "must be > 0")
         _require(self.eval_episodes >= 0, "eval_episodes", "must be >= 0")
         _require(self.eval_every > 0, "eval_every", "must be > 0")

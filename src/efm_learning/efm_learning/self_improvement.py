@@ -214,6 +214,7 @@ def self_improve(
             policy,
             reward_model,
             success_threshold=imp.success_threshold,
+            success_consecutive=imp.success_consecutive,
             max_episode_steps=imp.max_episode_steps,
             num_envs=imp.num_envs,
             seed=seed,

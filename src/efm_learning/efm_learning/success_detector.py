@@ -32,6 +32,21 @@ class SuccessDetector:
         return d <= self.threshold
 
 
+def held_for(fired: object, k: int) -> np.ndarray:
+    """True where the detector has fired on the last ``k`` observations in a row (along
+    the last axis). ``k`` = 1 is Eq. 3 itself; ``k`` > 1 (``improve.success_consecutive``)
+    is a departure from the paper that trades a few steps of delay for precision on
+    near-miss scenes (docs/PUSHTABLE.md section 3)."""
+    mask = np.asarray(fired, dtype=bool)
+    if k < 1:
+        raise ValueError(f"consecutive observations k must be >= 1, got {k}")
+    held = mask.copy()
+    for j in range(1, k):
+        held[..., j:] &= mask[..., :-j]
+        held[..., :j] = False
+    return held
+
+
 def precision_recall(predicted: object, actual: object) -> tuple[float, float]:
     """Precision and recall of detector decisions against ground truth (evaluation only).
 

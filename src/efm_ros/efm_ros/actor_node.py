@@ -49,6 +49,7 @@ from efm_interfaces.msg import (
 from efm_interfaces.srv import ResetStation, StepsToGo
 from efm_learning.returns import PAPER_GAMMA, discounted_returns
 from efm_learning.reward import rewards_from_steps_to_go
+from efm_learning.success_detector import held_for
 from efm_ros.conversions import check_episode_id, parse_episode_event, stamp_ns
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.fleet_auth import declare_fleet_key, sign, verify
@@ -77,6 +78,8 @@ class EpisodeRecord:
     arrival: dict[int, int] = field(default_factory=dict)
     commands: list[ActionCommand] = field(default_factory=list)
     latest_d: float = float("nan")
+    #: predictions in a row (as they arrived) on which the detector fired
+    fired_in_a_row: int = 0
     success: bool = False
     #: monotonic time of the newest observation (the start until one arrives)
     last_observation: float = 0.0
@@ -131,6 +134,13 @@ class ActorNode(Node):
             1,
             "Ignore the success detector before this many actions [steps].",
             min_value=0,
+        )
+        self.consecutive = p.declare(
+            "success.consecutive",
+            1,
+            "The detector ends an episode once d <= s held on this many observations in a "
+            "row (1: Eq. 3; improve.success_consecutive in-process).",
+            min_value=1,
         )
         self.gamma = p.declare(
             "labelling.gamma", PAPER_GAMMA, "Discount of the returns.", min_value=0.0, max_value=1.0
@@ -280,7 +290,8 @@ class ActorNode(Node):
                 self.diag.reject("prediction", "non-finite d")
                 return
             record.latest_d = float(msg.expected_steps)
-            if msg.success and len(record.commands) >= self.min_steps:
+            record.fired_in_a_row = record.fired_in_a_row + 1 if msg.success else 0
+            if record.fired_in_a_row >= self.consecutive and len(record.commands) >= self.min_steps:
                 record.success = True
             self.changed.notify_all()
 
@@ -555,7 +566,8 @@ class ActorNode(Node):
         """Steps-to-go for o_0..o_T, rewards and returns (Eq. 2, Algorithm 1).
 
         The episode ends at the first observation (after ``success.min_steps`` actions)
-        where the detector fires, d <= s (Eq. 3, Algorithm 1). The continuous predictions
+        where the detector fires, d <= s (Eq. 3, Algorithm 1), held on
+        ``success.consecutive`` observations in a row. The continuous predictions
         stop the robot early, but they are best effort: a reward model slower than the
         control loop skips observations and can miss a brief d <= s. So the service's
         labels of every observation decide, and the episode is cut where it should have
@@ -575,7 +587,7 @@ class ActorNode(Node):
             for i in range(0, len(scored), self.label_batch)
         ]
         d = np.concatenate([x[0] for x in labels])
-        fired = np.concatenate([x[1] for x in labels])
+        fired = held_for(np.concatenate([x[1] for x in labels]), self.consecutive)
         fired[: max(1, self.min_steps)] = False
         if reason != Goal.TERMINATION_ABORTED and fired.any():
             end = int(np.argmax(fired))
