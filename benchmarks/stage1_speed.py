@@ -1,7 +1,8 @@
 """Stage 1 speed side by side (issue 13 item 6): the same ``efm sft`` run of
 ``config/pushtable.yaml`` (same data, seed and steps) three ways, in one process, one after
-another: the code as it was (``prepare_for_training`` a no-op: contiguous NCHW weights,
-eager), channels-last conv weights, and channels-last plus ``sft.compile`` (inductor).
+another: ``prepare_for_training`` a no-op (contiguous NCHW weights, eager: the code before
+issue 13 item 6 but for the spatial-softmax grid cache, which every variant has),
+channels-last conv weights, and channels-last plus ``sft.compile`` (inductor).
 
     .venv/bin/python -m benchmarks.stage1_speed [--steps 300] [--episodes 300]
         [--threads 1] [--out runs/bench/stage1_speed]

@@ -70,12 +70,18 @@ class SpatialSoftmax(nn.Module):
             mean, std = logits.mean(-1, keepdim=True), logits.std(-1, keepdim=True)
             logits = (logits - mean) / (std + 1e-3)
         weights = F.softmax(logits / self.log_temperature.exp(), dim=-1)
-        ys = torch.linspace(-1.0, 1.0, h, device=fmap.device)
-        xs = torch.linspace(-1.0, 1.0, w, device=fmap.device)
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-        x = (weights * grid_x.reshape(1, 1, -1)).sum(-1)
-        y = (weights * grid_y.reshape(1, 1, -1)).sum(-1)
-        return torch.cat([x, y], dim=1)
+        grid = self._grid(h, w, fmap.device, weights.dtype)  # (h * w, 2): x, y per cell
+        return torch.matmul(weights, grid).transpose(1, 2).flatten(1)  # x's, then y's
+
+    def _grid(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        key = (h, w, device, dtype)
+        if getattr(self, "_grid_key", None) != key:
+            ys = torch.linspace(-1.0, 1.0, h, device=device, dtype=dtype)
+            xs = torch.linspace(-1.0, 1.0, w, device=device, dtype=dtype)
+            grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+            self._grid_cache = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
+            self._grid_key = key
+        return self._grid_cache
 
 
 class ConvEFM(EFM):
