@@ -212,6 +212,23 @@ def test_last_observation_after_the_stop_event_is_still_recorded(rig, tmp_path):
     assert r.count("messages_outside_episode") == 1
 
 
+def test_shutdown_during_the_grace_period_keeps_a_stopped_bag_complete(rig, tmp_path):
+    from efm_ros.bag_io import read_custom_data
+
+    r = rig(**{"recorder.stop_grace_s": 5.0})
+    r.wait_connected()
+    r.event(event="start", episode_id="ep-g")
+    r.events.publish(_event(event="stop", episode_id="ep-g", success=True, length=0))
+    assert r.spin(lambda: r.node.episode is not None and r.node.episode.metadata["complete"])
+    r.node.close_on_shutdown()
+    meta = json.loads(read_custom_data(tmp_path / "bags" / "station_0" / "ep-g")["efm.episode"])
+    assert meta["complete"] is True and "reason" not in meta
+    r.event(event="start", episode_id="ep-h")  # open, not stopped: shut down -> incomplete
+    r.node.close_on_shutdown()
+    meta = json.loads(read_custom_data(tmp_path / "bags" / "station_0" / "ep-h")["efm.episode"])
+    assert meta["complete"] is False and meta["reason"] == "recorder shut down"
+
+
 def test_messages_that_arrive_before_the_start_event_are_recorded(rig, tmp_path):
     """The first observations of an episode can arrive before its start event (another
     topic): those received after the actor's ``start_ns`` are written from the pre-roll;

@@ -123,8 +123,8 @@ class EpisodeRecorderNode(Node):
         self.preroll_s: float = p.declare(
             "recorder.preroll_s",
             1.0,
-            "Seconds of messages kept while no episode records; those received after the "
-            "actor's start_ns go into the new bag (the start event can arrive late).",
+            "Seconds of the latest messages always kept; those received after the actor's "
+            "start_ns go into the new bag (the start event can arrive late).",
             read_only=True,
             validator=lambda v: None if 0.0 <= v <= 10.0 else "preroll_s must be in [0, 10]",
         )
@@ -301,9 +301,11 @@ class EpisodeRecorderNode(Node):
         return summary
 
     def close_on_shutdown(self) -> None:
-        """Close the open bag (readable, marked incomplete); a no-op when none is open."""
+        """Close the open bag (readable; marked incomplete unless it was already stopped
+        and only waiting out its grace period); a no-op when none is open."""
         if self.episode is not None:
-            self.episode.metadata.setdefault("reason", "recorder shut down")
+            if not self.episode.metadata["complete"]:
+                self.episode.metadata.setdefault("reason", "recorder shut down")
             self.close_episode()
 
     def destroy_node(self) -> None:

@@ -51,15 +51,11 @@ def _origin(parent: ET.Element, pos, quat) -> None:
     ET.SubElement(parent, "origin", xyz=_fmt(pos), rpy=_fmt(_rpy(np.asarray(quat))))
 
 
-def _link_name(body_name: str) -> str:
-    """``vx300s_left/upper_arm_link`` -> ``left_upper_arm_link``; the arm root -> base."""
-    arm, _, rest = body_name.partition("/")
+def _station_name(mj_name: str) -> str:
+    """``vx300s_left/upper_arm_link`` -> ``left_upper_arm_link`` (bodies and joints alike);
+    the arm's root body -> ``left_base_link``."""
+    arm, _, rest = mj_name.partition("/")
     return f"{arm.removeprefix('vx300s_')}_{rest or 'base_link'}"
-
-
-def _joint_name(mj_joint: str) -> str:
-    arm, _, joint = mj_joint.partition("/")
-    return f"{arm.removeprefix('vx300s_')}_{joint}"
 
 
 def _box_visuals(link: ET.Element, model, body: int) -> None:
@@ -93,16 +89,16 @@ def build_urdf(image_height: int = 48, image_width: int = 64) -> ET.Element:
         name = name_of[body]
         if not name.startswith(tuple(f"vx300s_{arm}" for arm in ARMS)):
             continue  # table, peg, socket: not the robot
-        link = ET.SubElement(robot, "link", name=_link_name(name))
+        link = ET.SubElement(robot, "link", name=_station_name(name))
         _box_visuals(link, model, body)
         parent = model.body_parentid[body]
-        parent_link = ROOT_LINK if parent == 0 else _link_name(name_of[parent])
+        parent_link = ROOT_LINK if parent == 0 else _station_name(name_of[parent])
         njnt = model.body_jntnum[body]
         if njnt > 1:
             raise ValueError(f"{name} has {njnt} joints; the URDF needs at most one per body")
         mj_joint = model.body_jntadr[body] if njnt else -1
-        joint_name = (_joint_name(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, mj_joint))
-                      if njnt else f"{_link_name(name)}_fixed")
+        joint_name = (_station_name(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, mj_joint))
+                      if njnt else f"{_station_name(name)}_fixed")
         kind = "fixed"
         if njnt:
             kind = {mujoco.mjtJoint.mjJNT_HINGE: "revolute",
@@ -110,7 +106,7 @@ def build_urdf(image_height: int = 48, image_width: int = 64) -> ET.Element:
         joint = ET.SubElement(robot, "joint", name=joint_name, type=kind)
         _origin(joint, model.body_pos[body], model.body_quat[body])
         ET.SubElement(joint, "parent", link=parent_link)
-        ET.SubElement(joint, "child", link=_link_name(name))
+        ET.SubElement(joint, "child", link=_station_name(name))
         if njnt:
             ET.SubElement(joint, "axis", xyz=_fmt(model.jnt_axis[mj_joint]))
             low, high = model.jnt_range[mj_joint]
