@@ -89,6 +89,22 @@ def test_resume_continues_from_the_last_checkpoint(pointmass_data, tmp_path):
     assert steps == [10, 20, 30, 40, 50, 60]  # appended, nothing retrained
 
 
+def test_validation_budget_ends_training_before_the_cap(pointmass_data, tmp_path):
+    # lr so small that no validation loss can improve: the budget (patience 40 steps,
+    # evaluations every 20) stops at step 60 of the 400-step cap, and a resume stays stopped
+    cfg = _cfg(pointmass_data, tmp_path, steps=400, lr=1e-12, stop_patience_steps=40)
+    result = train_sft(cfg, progress=False)
+    assert result.steps == 60
+    state = load_trainer_state(tmp_path / "sft" / "last")
+    assert state.values["step"] == 60 and state.values["budget"]["stopped_at"] == 60
+    again = train_sft(cfg, progress=False)
+    assert again.steps == 60
+    steps = [r["step"] for r in read_metrics(tmp_path / "sft") if "losses/bc" in r]
+    assert steps == [10, 20, 30, 40, 50, 60]
+    with pytest.raises(ConfigError, match="stop_patience_steps"):
+        _cfg(pointmass_data, tmp_path, stop_patience_steps=-1)
+
+
 def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(
     pointmass_data, tmp_path, monkeypatch
 ):

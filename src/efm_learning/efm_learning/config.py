@@ -214,9 +214,16 @@ class SFTConfig:
     #: (inductor; needs a C++ compiler, ~30-60 s to compile). Backends without a
     #: compilable trunk ignore it. Benchmarked in docs/LEARNING.md
     compile: bool = False
+    #: seed-independent Stage 1 budget (issue 13): stop once neither validation loss (BC,
+    #: steps-to-go) has improved by more than ``stop_min_rel_gain`` of itself for this
+    #: many steps; ``steps`` is then the cap. 0 trains exactly ``steps``
+    stop_patience_steps: int = 0
+    stop_min_rel_gain: float = 0.01
 
     def __post_init__(self) -> None:
         _require(self.steps > 0, "steps", "must be > 0")
+        _require(self.stop_patience_steps >= 0, "stop_patience_steps", "must be >= 0")
+        _require(0.0 <= self.stop_min_rel_gain < 1.0, "stop_min_rel_gain", "must be in [0, 1)")
         _require(len(set(self.objectives)) == len(self.objectives), "objectives", "duplicates")
         _require(
             "bc" in self.objectives and "steps_to_go" in self.objectives,

@@ -49,6 +49,7 @@ from efm_learning.distributed import DistContext, init_distributed, shard_size, 
 from efm_learning.metrics import MetricLogger, plot_curves, read_metrics
 from efm_learning.models import EFM, make_model, model_config_from_dict
 from efm_learning.models.base import ACTION_TOKENS, STEPS_TO_GO_BIN
+from efm_learning.stopping import ValidationBudget
 from efm_learning.success_detector import SuccessDetector, precision_recall
 from efm_sim import keys
 
@@ -177,6 +178,15 @@ def sft_step(
     return loss, losses, grad_norm
 
 
+def _broadcast_flag(flag: bool, ctx: DistContext) -> bool:
+    """Rank 0's decision for every rank (only rank 0 evaluates)."""
+    if not ctx.enabled:
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0])
+    torch.distributed.broadcast(tensor, 0)
+    return bool(tensor.item())
+
+
 def _finite_or_raise(step: int, losses: dict[str, torch.Tensor], grad_norm: float, out: Path):
     values = {k: float(v.detach()) for k, v in losses.items()}
     if all(math.isfinite(v) for v in values.values()) and math.isfinite(grad_norm):
@@ -195,7 +205,9 @@ def train_sft(
     progress: bool = True,
     ctx: DistContext | None = None,
 ) -> SFTResult:
-    """Run Stage 1 for ``cfg.sft.steps`` steps; outputs under ``<run_dir>/sft/``."""
+    """Run Stage 1 for ``cfg.sft.steps`` steps, or fewer where ``sft.stop_patience_steps``
+    ends it (:class:`~efm_learning.stopping.ValidationBudget`); outputs under
+    ``<run_dir>/sft/``."""
     ctx = ctx or init_distributed()
     sft = cfg.sft
     out = cfg.run_path / "sft"
@@ -257,10 +269,13 @@ def train_sft(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=sft.lr, weight_decay=sft.weight_decay)
     start_step, best = 0, {"bc": math.inf, "steps_to_go": math.inf}
+    budget = ValidationBudget(sft.stop_patience_steps, sft.stop_min_rel_gain)
     if state is not None:
         optimizer_from_state(optimizer, state)
         start_step = int(state.values["step"])
         best = {k: float(v) for k, v in state.values["best_val"].items()}
+        if "budget" in state.values:
+            budget.restore(state.values["budget"])
         sampler.rng.bit_generator.state = state.values["numpy_rng"]
         torch.set_rng_state(state.tensors["torch_rng"])
     ddp_model = wrap_model(model, ctx)
@@ -278,15 +293,17 @@ def train_sft(
             trainer_state = optimizer_to_state(optimizer)
             trainer_state.tensors["torch_rng"] = torch.get_rng_state()
             trainer_state.values.update(
-                step=step, best_val=best, numpy_rng=sampler.rng.bit_generator.state
+                step=step, best_val=best, numpy_rng=sampler.rng.bit_generator.state,
+                budget=budget.state(),
             )
         save_checkpoint(out / name, model, {**meta, "step": step, "val": val}, trainer_state)
 
     # -- loop ----------------------------------------------------------------------
     t0 = time.perf_counter()
     val: dict[str, float] = {}
+    end_step = budget.stopped_at if budget.stopped else sft.steps
     bar = tqdm(
-        range(start_step, sft.steps),
+        range(start_step, end_step),
         initial=start_step,
         total=sft.steps,
         desc="Stage 1 SFT",
@@ -316,7 +333,8 @@ def train_sft(
             bar.set_postfix(
                 bc=f"{record['losses/bc']:.3f}", stg=f"{record['losses/steps_to_go']:.3f}"
             )
-        if (done % sft.eval_every == 0 or done == sft.steps) and ctx.is_main:
+        evaluate = done % sft.eval_every == 0 or done == sft.steps
+        if evaluate and ctx.is_main:
             val = validation_metrics(model, val_batches, val_stg, cfg.improve.success_threshold)
             if val["val/bc_loss"] < best["bc"]:
                 best["bc"] = val["val/bc_loss"]
@@ -326,14 +344,23 @@ def train_sft(
                 save(BEST_STEPS_TO_GO, done, val, with_state=False)
             metrics.log(done, {**val, "val/best_bc_loss": best["bc"],
                                "val/best_steps_to_go_loss": best["steps_to_go"]})
-        if done % sft.checkpoint_every == 0 or done == sft.steps:
+            budget.observe(done, {"bc": val["val/bc_loss"],
+                                  "steps_to_go": val["val/steps_to_go_loss"]})
+        stop = evaluate and _broadcast_flag(budget.stopped, ctx)
+        if done % sft.checkpoint_every == 0 or done == sft.steps or stop:
             save(LAST, done, val, with_state=True)
+        if stop:
+            logger.info("Stage 1 budget: no validation loss improved by %.1f%% in %d steps; "
+                        "stopping at step %d of %d", 100 * sft.stop_min_rel_gain,
+                        sft.stop_patience_steps, done, sft.steps)
+            end_step = done
+            break
     bar.close()
     elapsed = time.perf_counter() - t0
-    steps_run = sft.steps - start_step
+    steps_run = max(0, end_step - start_step)
     result = SFTResult(
         directory=out,
-        steps=sft.steps,
+        steps=end_step,
         best_val=dict(best),
         final_val=val,
         elapsed_s=elapsed,

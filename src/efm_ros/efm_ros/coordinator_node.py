@@ -281,6 +281,11 @@ class CoordinatorNode(Node):
             )
             if decision.stop:
                 self.stop("plateau")
+        else:
+            self.get_logger().info(
+                f"v{self.policy_version}: detector success {sum(finished)}/{len(finished)}; "
+                "not judged yet (too few episodes or no full window)"
+            )
         self.policy_version = int(msg.version)
         self.learning_round = int(msg.learning_round)
 
