@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import statistics
 import subprocess
 import sys
@@ -38,13 +39,15 @@ import numpy as np
 
 #: (name, image height, width, number of images, previous frames sent)
 LAYOUTS = (
-    ("raw_480x640", 480, 640, 4, True),
-    ("stacked_224", 224, 224, 2, True),
-    ("stacked_64", 64, 64, 2, True),
     ("stacked_64_current_only", 64, 64, 2, False),
+    ("stacked_64", 64, 64, 2, True),
+    ("stacked_224", 224, 224, 2, True),
+    ("raw_480x640", 480, 640, 4, True),
 )
 #: steps actually built for the raw layout (the rest is scaled: size is linear in steps)
-RAW_STEPS = 10
+RAW_STEPS = 30
+#: an episode that has not reached the learner by then counts as lost
+ARRIVAL_TIMEOUT_S = 120.0
 TOPIC = "/bench/episodes"
 
 
@@ -98,6 +101,12 @@ def _receiver() -> int:
     return 0
 
 
+def _readline(process: subprocess.Popen, timeout_s: float) -> str | None:
+    """The receiver's next line, or None when nothing arrives within ``timeout_s``."""
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    return process.stdout.readline() if ready else None
+
+
 def measure(args: argparse.Namespace) -> dict:
     import rclpy
     from rclpy.node import Node
@@ -109,7 +118,9 @@ def measure(args: argparse.Namespace) -> dict:
     receiver = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.aloha_episode_transport", "--receiver"],
         stdout=subprocess.PIPE, text=True, env=os.environ)
-    assert json.loads(receiver.stdout.readline()).get("ready")
+    if not json.loads(_readline(receiver, 60.0) or "{}").get("ready"):
+        receiver.kill()
+        raise RuntimeError("the receiver did not start")
     rclpy.init()
     node = Node("bench_actor")
     pub = node.create_publisher(LabelledEpisode, TOPIC, RELIABLE)
@@ -124,19 +135,24 @@ def measure(args: argparse.Namespace) -> dict:
             t0 = time.perf_counter()
             size = len(serialize_message(episode))
             serialize_s = time.perf_counter() - t0
-            transfer = []
+            transfer, lost = [], 0
             for _ in range(args.repeats):
                 sent = time.time()
                 pub.publish(episode)
-                got = json.loads(receiver.stdout.readline())
-                transfer.append(got["got"] - sent)
+                line = _readline(receiver, ARRIVAL_TIMEOUT_S)
+                if line is None:
+                    lost += 1
+                    continue
+                transfer.append(json.loads(line)["got"] - sent)
             scale = args.steps / steps
             results[name] = {
                 "steps_built": steps, "scaled_to_steps": args.steps,
                 "bytes": int(size * scale), "mb": round(size * scale / 1e6, 2),
                 "serialize_s": round(serialize_s * scale, 4),
-                "publish_to_callback_s_median": round(statistics.median(transfer) * scale, 4),
+                "publish_to_callback_s_median": (
+                    round(statistics.median(transfer) * scale, 4) if transfer else None),
                 "publish_to_callback_s": [round(x, 4) for x in transfer],
+                "lost": lost, "timeout_s": ARRIVAL_TIMEOUT_S,
             }
             print(name, results[name], flush=True)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 
 D = [9.0, 6.0, 1.5, 5.0, 4.0, 3.5]  # d(o_0..o_5); the detector (s = 2) fires at o_2 only
@@ -31,12 +32,14 @@ def labelled(ros_context):
 
     made = []
 
-    def label(min_steps: int, reason: int, consecutive: int = 1, d_values=D):
+    def label(min_steps: int, reason: int, consecutive: int = 1, d_values=D,
+              send_previous: bool = True):
         server = Node("labeller", context=ros_context, namespace="station_0")
         server.create_service(StepsToGo, "steps_to_go", on_request)
         actor = ActorNode(context=ros_context, namespace="station_0", parameter_overrides=[
             Parameter("success.min_steps", value=min_steps),
-            Parameter("success.consecutive", value=consecutive)])
+            Parameter("success.consecutive", value=consecutive),
+            Parameter("episode.send_previous_images", value=send_previous)])
         executor = MultiThreadedExecutor(context=ros_context)
         for node in (server, actor):
             executor.add_node(node)
@@ -46,8 +49,9 @@ def labelled(ros_context):
         record = EpisodeRecord(episode_id="station_0-test-1", instruction="push the red moon "
                                "to the blue cube", started=0.0, start_ns=0)
         for i, d in enumerate(d_values):
-            obs = observation([d, 0.0], step=i)
+            obs = observation([d, 0.0], step=i, image=np.full((4, 4, 3), i, np.uint8))
             obs.header.stamp.sec = i + 1
+            obs.previous_images = list(obs.images)  # as camera_ingest sends them
             record.add_observation(obs)
             if i < len(d_values) - 1:
                 command = ActionCommand(action_tokens=[1, 2], values=[0.0, 0.0])
@@ -95,3 +99,19 @@ def test_detector_held_on_consecutive_observations(labelled):
     assert list(episode.steps_to_go) == d_values[:5]
     single, _ = labelled(min_steps=1, reason=Goal.TERMINATION_MAX_STEPS, d_values=d_values)
     assert single.length == 1 and single.success  # Eq. 3 alone fires at o_1
+
+
+def test_previous_frames_are_left_out_of_the_episode_when_asked(labelled):
+    """episode.send_previous_images false (docs/ALOHA.md, episode transport): the episode's
+    observations keep their current images and lose only the previous ones."""
+    from rclpy.serialization import serialize_message
+
+    from efm_ros.actor_node import Goal
+
+    full, _ = labelled(min_steps=1, reason=Goal.TERMINATION_MAX_STEPS)
+    lean, _ = labelled(min_steps=1, reason=Goal.TERMINATION_MAX_STEPS, send_previous=False)
+    assert all(o.previous_images for o in full.observations)
+    assert all(not o.previous_images and o.images for o in lean.observations)
+    assert [o.images for o in lean.observations] == [o.images for o in full.observations]
+    assert list(lean.steps_to_go) == list(full.steps_to_go)  # labelled the same way
+    assert len(serialize_message(lean)) < len(serialize_message(full))

@@ -207,7 +207,7 @@ def test_the_aloha_station_file_configures_each_node_it_starts(ros_context, tmp_
                 Parameter(k, value=v) for k, v in values.items()]))
         ingest, actor, bridge, _recorder, coordinator = made
         assert ingest.layout == "aloha_stacked" and len(ingest.proprio_names) == 14
-        assert actor.default_max_steps == 300
+        assert actor.default_max_steps == 300 and actor.send_previous is False
         assert bridge.dry_run and coordinator.require_reset
     finally:
         for node in made:

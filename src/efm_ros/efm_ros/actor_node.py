@@ -199,6 +199,14 @@ class ActorNode(Node):
         self.reset_service = p.declare(
             "reset.service", "reset", "Station reset service.", read_only=True
         )
+        self.send_previous = p.declare(
+            "episode.send_previous_images",
+            True,
+            "Keep each observation's previous frames in the episode sent to the learner. "
+            "false halves an image episode (docs/ALOHA.md, episode transport); only for "
+            "models that read the current frame alone (aloha_efm, conv_efm with "
+            "previous_frame: false), since a missing previous frame reads as the current one.",
+        )
         spool_dir = p.declare(
             "learner.spool_dir",
             "episodes/unacked",
@@ -604,6 +612,9 @@ class ActorNode(Node):
         if any(len(t) != tokens_per_action for t in tokens):
             raise RuntimeError("the policy changed its action tokenization mid-episode")
         values = [list(c.values) for c in record.commands]
+        if not self.send_previous:  # labelled above with them; the learner's copy without
+            for o in obs:
+                o.previous_images = []
         episode = LabelledEpisode(
             episode_id=record.episode_id,
             station=self.station,
