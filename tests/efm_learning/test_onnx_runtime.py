@@ -95,12 +95,50 @@ def test_only_the_heads_a_node_needs_are_exported():
         runtime.act(obs)
 
 
-def test_backends_that_are_not_exported_say_so():
-    fake = SimpleNamespace(config=SimpleNamespace(type="vlm"))
-    with pytest.raises(ExportError, match="vlm backend"):
+def test_backends_that_are_not_exported_say_so(monkeypatch):
+    from efm_learning import onnx_runtime
+
+    monkeypatch.setitem(onnx_runtime.NOT_EXPORTED, "future", "the future backend is not")
+    fake = SimpleNamespace(config=SimpleNamespace(type="future"))
+    with pytest.raises(ExportError, match="future backend"):
         export_head(fake, "policy")
     with pytest.raises(ExportError, match="head"):
         export_head(_model("mlp"), "value")
+
+
+def test_the_autoregressive_vlm_matches_torch_token_by_token():
+    """vlm (PaliGemma, tiny random config): the teacher-forced policy graph decoded one
+    token at a time gives torch's greedy tokens, its sampled tokens under the same seed and
+    its log-probabilities; instructions of other lengths than the traced one work."""
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = make_model({"type": "vlm", "tiny": {},
+                        "steps_to_go": {"max_steps": 20, "num_bins": 21},
+                        "action_tokenizer": {"type": "language_table",
+                                             "max_delta": 0.03}}).eval()
+    runtime = onnx_runtime_model(model)
+    assert runtime.autoregressive and model.num_action_tokens == 4
+    rng = np.random.default_rng(3)
+    obs = {"observation.image": rng.integers(0, 255, (3, 40, 40, 3), dtype=np.uint8),
+           "observation.previous_image": rng.integers(0, 255, (3, 40, 40, 3), dtype=np.uint8),
+           "observation.state": rng.normal(size=(3, 2)).astype(np.float32),
+           "instruction": ["up", "push the red block left", "push the blue cube to the left"]}
+    check = parity(model, runtime, obs)
+    assert check["greedy_tokens_equal"], check
+    assert check["policy_max_abs_prob"] < 1e-4 and check["steps_to_go_max_abs_prob"] < 1e-4
+    with torch.no_grad():
+        batch, fixed = model.prepare_observations(obs), runtime.prepare_observations(obs)
+        sampled = model.sample_action_tokens(batch, generator=torch.Generator().manual_seed(1))
+        again = runtime.sample_action_tokens(fixed, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(again, sampled)
+        torch.testing.assert_close(runtime.action_log_prob(fixed, sampled),
+                                   model.action_log_prob(batch, sampled), atol=1e-4, rtol=0)
+    # the network runs in onnxruntime: changing the torch weights leaves it unmoved
+    before = runtime.steps_to_go_probs(fixed)
+    with torch.no_grad():
+        model.vlm.get_output_embeddings().weight.add_(1.0)
+    torch.testing.assert_close(runtime.steps_to_go_probs(runtime.prepare_observations(obs)),
+                               before)
 
 
 def test_efm_export_onnx_writes_verified_graphs(tmp_path, capsys):

@@ -10,8 +10,15 @@ frames resized to the model's size, the instruction embedded by the frozen MiniL
 as float32), so that numpy / text preprocessing stays in Python (the instruction embedding
 is the same for a whole episode) and the network runs in onnxruntime, on the CPU
 execution provider or, with ``onnxruntime-gpu``, the CUDA one. For ``small_efm`` that
-means the frozen EfficientNet encoder stays in torch (it is part of preprocessing there);
-``vlm`` (Hugging Face, autoregressive tokens) is not exported.
+means the frozen EfficientNet encoder stays in torch (it is part of preprocessing there).
+
+Autoregressive backends (``vlm``: PaliGemma, RT-2 style tokens decoded one at a time,
+``p(a_k | o, g, a_<k)``): the policy graph is the *teacher-forced* one, taking the action
+tokens as an input and returning the logits at every position (causal, so position k
+reads only tokens before k). Decoding runs it once per action token, filling in the chosen
+token each time; without a KV cache that costs K full forwards per action (K = 4 for
+LanguageTable tokens; measured in docs/DEPLOY.md). The text is padded to the fixed width
+the graph was traced at (``EFM.fixed_shape_batch``).
 
 Nothing received is ever deserialised as code: a node exports its own graph from a
 checkpoint it has verified (``efm_learning.checkpoint``), and checks torch / onnxruntime
@@ -31,16 +38,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from efm_learning.models.base import EFM, Batch
+from efm_learning.models.base import _MASKED, ACTION_TOKENS, EFM, Batch
 
 #: the exported heads and their graph files
 HEADS = ("policy", "steps_to_go")
 OPSET = 18
 #: largest |p_torch - p_onnxruntime| accepted at load (probabilities; issue 16: 1e-4)
 PARITY_TOLERANCE = 1e-4
-#: backends whose network is not exported
-NOT_EXPORTED = {"vlm": "the vlm backend (Hugging Face transformers, autoregressive action "
-                       "tokens) is not exported to ONNX; run it with compute.backend: torch"}
+#: backends whose network is not exported (none today; kept for backends to come)
+NOT_EXPORTED: dict[str, str] = {}
+#: input name of the action tokens fed to an autoregressive policy graph
+TOKENS_INPUT = "action_tokens"
+
+
+def autoregressive(model: EFM) -> bool:
+    """A backend that decodes action tokens one at a time (``vlm``)."""
+    return hasattr(model, "teacher_forced_action_logits")
 
 
 class ExportError(ValueError):
@@ -55,6 +68,10 @@ class _Head(nn.Module):
         self.model, self.head, self.names = model, head, names
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.head == "policy" and autoregressive(self.model):
+            *inputs, tokens = inputs
+            batch = dict(zip(self.names, inputs, strict=True))
+            return self.model.teacher_forced_action_logits(batch, tokens)
         batch = dict(zip(self.names, inputs, strict=True))
         if self.head == "policy":
             return self.model.action_logits(batch)
@@ -74,8 +91,15 @@ def export_head(model: EFM, head: str) -> bytes:
         raise ExportError(NOT_EXPORTED[model.config.type])
     if model.device.type != "cpu" or model.training:
         raise ExportError("export a CPU model in eval mode (model.cpu().eval())")
-    batch = _tensors(model.prepare_observations(model.example_observations(2)))
+    batch = _tensors(model.fixed_shape_batch(
+        model.prepare_observations(model.example_observations(2))))
     names = list(batch)
+    inputs = tuple(batch.values())
+    input_names = names
+    if head == "policy" and autoregressive(model):
+        n = next(iter(batch.values())).shape[0]
+        inputs = (*inputs, torch.zeros(n, model.num_action_tokens, dtype=torch.long))
+        input_names = [*names, TOKENS_INPUT]
     buffer = io.BytesIO()
     # Grad mode stays on: under no_grad, eval-mode nn.TransformerEncoder layers (small_efm)
     # take a fused fast path that has no ONNX symbol. The TorchScript-based exporter: the
@@ -83,9 +107,10 @@ def export_head(model: EFM, head: str) -> bytes:
     with warnings.catch_warnings(), torch.enable_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _Head(model, head, names).eval(), tuple(batch.values()), buffer,
-            input_names=names, output_names=["logits"], opset_version=OPSET,
-            dynamic_axes={name: {0: "batch"} for name in [*names, "logits"]}, dynamo=False,
+            _Head(model, head, names).eval(), inputs, buffer,
+            input_names=input_names, output_names=["logits"], opset_version=OPSET,
+            dynamic_axes={name: {0: "batch"} for name in [*input_names, "logits"]},
+            dynamo=False,
         )
     return buffer.getvalue()
 
@@ -138,10 +163,12 @@ class OnnxRuntimeEFM(EFM):
         self.sessions = {head: _session(graph, device, threads) for head, graph in graphs.items()}
         self.graph_sha256 = {h: hashlib.sha256(g).hexdigest() for h, g in graphs.items()}
         self.execution_device = device
+        self.autoregressive = autoregressive(model)
         self.eval()
 
     def prepare_observations(self, observations: Mapping[str, Any]) -> dict[str, Any]:
-        return self._source[0].prepare_observations(observations)
+        source = self._source[0]
+        return source.fixed_shape_batch(source.prepare_observations(observations))
 
     def _run(self, head: str, batch: Batch) -> torch.Tensor:
         session = self.sessions.get(head)
@@ -154,7 +181,40 @@ class OnnxRuntimeEFM(EFM):
         return torch.from_numpy(session.run(None, feeds)[0])
 
     def _action_logits(self, batch: Batch) -> torch.Tensor:
-        return self._run("policy", batch)
+        if not self.autoregressive:
+            return self._run("policy", batch)
+        if ACTION_TOKENS in batch:  # teacher forced, as the torch backend does
+            return self._run("policy", {**batch, TOKENS_INPUT: batch[ACTION_TOKENS]})
+        return self._decode(batch, greedy=True)[1]
+
+    def _decode(self, batch: Batch, greedy: bool, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens (B, K), masked logits (B, K, V)) decoded one token at a time through
+        the teacher-forced graph; position k of each run depends on tokens < k only."""
+        n = next(v for v in batch.values() if torch.is_tensor(v)).shape[0]
+        tokens = torch.zeros(n, self.num_action_tokens, dtype=torch.long)
+        logits = torch.empty(0)
+        for k in range(self.num_action_tokens):
+            logits = self._run("policy", {**batch, TOKENS_INPUT: tokens})
+            logits = logits.masked_fill(self._invalid_action_tokens, _MASKED)
+            if greedy:
+                tokens[:, k] = logits[:, k].argmax(-1)
+            else:
+                probs = torch.softmax(logits[:, k], -1)
+                tokens[:, k] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return tokens, logits
+
+    def action_log_prob(self, batch: Batch, tokens: torch.Tensor) -> torch.Tensor:
+        if not self.autoregressive:
+            return super().action_log_prob(batch, tokens)
+        return super().action_log_prob({**batch, ACTION_TOKENS: tokens.long()}, tokens)
+
+    @torch.no_grad()
+    def sample_action_tokens(self, batch: Batch, greedy: bool = False,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.autoregressive:
+            return super().sample_action_tokens(batch, greedy, generator)
+        return self._decode(batch, greedy, generator)[0]
 
     def steps_to_go_logits(self, batch: Batch) -> torch.Tensor:
         return self._run("steps_to_go", batch)
@@ -167,14 +227,14 @@ def parity(model: EFM, runtime: EFM, observations: Mapping[str, Any] | None = No
     obs = observations if observations is not None else model.example_observations(8, seed=1)
     out: dict[str, float | bool] = {}
     with torch.no_grad():
-        batch = model.prepare_observations(obs)
+        batch, fixed = model.prepare_observations(obs), runtime.prepare_observations(obs)
         if "policy" in getattr(runtime, "sessions", HEADS):
             p_ref = torch.softmax(model.action_logits(batch), -1)
-            p_run = torch.softmax(runtime.action_logits(batch), -1)
+            p_run = torch.softmax(runtime.action_logits(fixed), -1)
             out["policy_max_abs_prob"] = float((p_ref - p_run).abs().max())
             out["greedy_tokens_equal"] = bool(torch.equal(p_ref.argmax(-1), p_run.argmax(-1)))
         if "steps_to_go" in getattr(runtime, "sessions", HEADS):
-            q_ref, q_run = model.steps_to_go_probs(batch), runtime.steps_to_go_probs(batch)
+            q_ref, q_run = model.steps_to_go_probs(batch), runtime.steps_to_go_probs(fixed)
             out["steps_to_go_max_abs_prob"] = float((q_ref - q_run).abs().max())
     return out
 

@@ -168,6 +168,11 @@ class EFM(nn.Module, abc.ABC):
     def prepare_for_training(self, compile: bool = False) -> None:
         """Stage 1 speed-ups that leave the maths unchanged (none by default)."""
 
+    def fixed_shape_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The prepared batch with every non-batch axis at a fixed size, as an exported
+        graph takes it (efm_learning.onnx_runtime); unchanged by default."""
+        return batch
+
     def stage2_parameters(self) -> list[nn.Parameter]:
         """Parameters Stage 2 updates (the paper freezes the image encoder, A.3)."""
         return [p for p in self.parameters() if p.requires_grad]

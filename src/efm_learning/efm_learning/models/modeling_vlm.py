@@ -304,6 +304,22 @@ class VLMEFM(EFM):
             mask = torch.cat([mask, torch.ones_like(state)], 1)
         return {PIXELS: self._pixels(images, previous), TEXT_IDS: ids, TEXT_MASK: mask}
 
+    def fixed_shape_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Text right-padded with masked pads to ``max_instruction_tokens`` (+ the state
+        tokens), the width an exported ONNX graph is traced at; masked pads change no
+        output (positions count real tokens only)."""
+        width = self.config.max_instruction_tokens + (
+            self.config.state_dim if self.config.state_bins else 0)
+        ids, mask = batch[TEXT_IDS], batch[TEXT_MASK]
+        extra = width - ids.shape[1]
+        if extra < 0:
+            raise ValueError(f"text is {ids.shape[1]} tokens, more than the {width} allowed")
+        if extra == 0:
+            return batch
+        pad = ids.new_full((ids.shape[0], extra), self.tokenizer.pad_id)
+        return {**batch, TEXT_IDS: torch.cat([ids, pad], 1),
+                TEXT_MASK: torch.cat([mask, torch.zeros_like(pad)], 1)}
+
     # -- the network -------------------------------------------------------------------
     def _prefix(self, batch: Batch, task: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Prefix embeddings ``(B, T, D)`` and attention mask ``(B, T)`` for a task."""
