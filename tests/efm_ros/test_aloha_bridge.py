@@ -31,10 +31,11 @@ def station(ros_context):
 
     made = {}
 
-    def make(**params):
+    def make(driver=None, **params):
         params.setdefault("safety.stale_s", 0.25)
         driver = InterbotixSimNode(context=ros_context, parameter_overrides=[
-            Parameter("cameras.enabled", value=False)])
+            Parameter(k, value=v) for k, v in {"cameras.enabled": False,
+                                               **(driver or {})}.items()])
         bridge = AlohaBridgeNode(context=ros_context, namespace="station_0",
                                  parameter_overrides=[Parameter(k, value=v)
                                                       for k, v in params.items()])
@@ -277,6 +278,40 @@ def test_leaders_drive_the_followers_only_while_the_operator_intervenes(station)
     pose["value"][0] -= 0.2
     spin_until(executor, lambda: False, timeout=0.6)
     assert abs(driver.env.qpos()[0] - (home[0] + 0.3)) < 0.05, driver.env.qpos()[0]
+
+
+def test_simulated_leaders_moved_by_the_demonstrator_teleoperate_the_followers(station):
+    """interbotix_sim's leaders (issue 15, item 3): with ``leaders.source: demonstrator``
+    the scripted demonstrator moves the two leader arms, their joint_states come at 50 Hz
+    as a leader's xs_sdk publishes them, and through the bridge's ``teleop.mode: always``
+    the followers track them: a teleoperated demonstration in simulation."""
+    from sensor_msgs.msg import JointState
+
+    from efm_ros.interbotix_sim import JOINT_STATE_NAMES, LEADER_GRIPPER_CLOSE
+    from efm_ros.interbotix_sim import LEADER_GRIPPER_OPEN as OPEN
+    from efm_ros.qos import SENSOR
+
+    driver, bridge, tester, executor = station(
+        driver={"leaders.source": "demonstrator", "sim.seed": 3},
+        **{"safety.dry_run": False, "teleop.leaders": ["leader_left", "leader_right"],
+           "teleop.mode": "always", "joints.max_velocity": [3.0] * 12})
+    seen = {"leader_left": [], "leader_right": []}
+    for name, got in seen.items():
+        tester.create_subscription(JointState, f"/{name}/joint_states", got.append, SENSOR)
+    home = _home(driver)
+    assert spin_until(executor, lambda: len(seen["leader_right"]) >= 150, timeout=30.0)
+    msg = seen["leader_left"][-1]
+    assert list(msg.name) == list(JOINT_STATE_NAMES)
+    assert all(LEADER_GRIPPER_CLOSE - 1e-6 <= m.position[6] <= OPEN + 1e-6
+               for got in seen.values() for m in got)
+    leader = np.array([[*m.position[:6]] for m in seen["leader_left"][-5:]]).mean(0)
+    follower = driver.env.qpos()[:6]
+    assert np.abs(leader - home[:6]).max() > 0.1, "the demonstrator should have moved"
+    # the followers track the leaders, within the few ticks of lag a busy machine adds
+    # (wrist rotate is the fastest joint of the script)
+    error = np.abs(follower - leader)
+    assert np.median(error) < 0.05 and error.max() < 0.35, (follower, leader)
+    assert driver.arms["follower_right"].commands > 100 and bridge.hold_reason == ""
 
 
 def test_bad_joint_states_are_refused_and_counted(station):

@@ -66,15 +66,18 @@ from efm_interfaces.msg import ActionCommand
 from efm_interfaces.srv import ResetStation
 from efm_ros.diagnostics import Diagnostics
 from efm_ros.embodiments import ALOHA_JOINTS, get_embodiment
-from efm_ros.interbotix_sim import GRIPPER_MOTOR_CLOSE, GRIPPER_MOTOR_OPEN
+from efm_ros.interbotix_sim import (
+    GRIPPER_MOTOR_CLOSE,
+    GRIPPER_MOTOR_OPEN,
+    LEADER_GRIPPER_CLOSE,
+    LEADER_GRIPPER_OPEN,
+)
 from efm_ros.params import Parameters
 from efm_ros.qos import LATCHED, RELIABLE, SENSOR
 from efm_ros.spin import NodeEntry, run_node
 from efm_sim.aloha_layout import ARM_HIGH, ARM_JOINTS, ARM_LOW, normalize_gripper
 
 DT = 0.02  # the ALOHA driver's 50 Hz
-#: leader (wx250s) gripper joint at open / closed fingers [rad] (ACT's constants)
-LEADER_GRIPPER_OPEN, LEADER_GRIPPER_CLOSE = 0.3083, -0.6842
 #: episode start: each arm at ACT's start pose (waist .. wrist_rotate [rad]), gripper open
 RESET_POSE = (0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 1.0) * 2
 #: vx300s joint limits [rad], per arm: waist .. wrist_rotate (efm_sim.aloha_layout)

@@ -14,7 +14,14 @@ Per follower namespace (``/follower_left``, ``/follower_right``):
 
 Cameras (optional): ``/cam_*/camera/color/image_rect_raw`` as a realsense node names
 them. Arms without torque do not follow commands (counted), as real motors would not.
-Leader arms are not simulated. Knows nothing of efm's messages.
+
+Leader arms (optional, ``leaders.source: demonstrator``): ``/leader_left/joint_states`` and
+``/leader_right/joint_states`` at 50 Hz as the leaders' xs_sdk publishes them (6 joints
+[rad], the leader gripper joint [rad], fingers). Leaders are moved by hand and carry no
+torque, so what moves them here is the operator's stand-in: the scripted insertion
+demonstrator (``efm_sim.aloha_demonstrator``), reading the scene as a person would look
+at it. With the bridge's ``teleop.mode: always`` that is a teleoperated demonstration in
+simulation (ALOHA's puppeteering). Knows nothing of efm's messages.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ JOINT_STATE_NAMES = (*ARM_JOINTS, "gripper", "left_finger", "right_finger")
 GRIPPER_MOTOR_OPEN = 1.4910
 GRIPPER_MOTOR_CLOSE = -0.6213
 FOLLOWERS = ("follower_left", "follower_right")
+LEADERS = ("leader_left", "leader_right")
+#: leader (wx250s) gripper joint at open / closed fingers [rad] (ACT's constants)
+LEADER_GRIPPER_OPEN, LEADER_GRIPPER_CLOSE = 0.3083, -0.6842
 
 
 def motor_to_normalized(motor: float) -> float:
@@ -71,6 +81,15 @@ class InterbotixSimNode(Node):
         camera_hz = p.declare("cameras.rate_hz", 10.0, "Camera frame rate [Hz].",
                               read_only=True, min_value=0.1, max_value=60.0)
         seed = p.declare("sim.seed", 0, "Scene seed of the first reset.", read_only=True)
+        leader_source = p.declare(
+            "leaders.source", "", "What moves the two simulated leader arms: '' (no leaders) "
+            "or 'demonstrator' (the scripted insertion demonstrator as the operator's hands).",
+            read_only=True)
+        suboptimality = p.declare(
+            "leaders.suboptimality", 0.5, "The demonstrator's suboptimality (0 clean, 1 "
+            "slow and shaky).", read_only=True, min_value=0.0, max_value=1.0)
+        if leader_source not in ("", "demonstrator"):
+            raise ValueError(f"leaders.source must be '' or 'demonstrator', got {leader_source!r}")
         self.publishing = True  # tests pause joint_states to make them stale
         from efm_sim import aloha
 
@@ -78,7 +97,13 @@ class InterbotixSimNode(Node):
         self.env = aloha.AlohaInsertionEnv(
             image_size=tuple(size), cameras=aloha.CAMERAS if cameras else (),
             max_episode_steps=10**9, terminate_on_success=False)
-        self.env.reset(seed=int(seed))
+        obs, _ = self.env.reset(seed=int(seed))
+        self.operator = None
+        if leader_source == "demonstrator":
+            from efm_sim.aloha_demonstrator import AlohaInsertionDemonstrator
+
+            self.operator = AlohaInsertionDemonstrator(suboptimality, env=self.env)
+            self.operator.reset(obs, np.random.default_rng(int(seed)))
         lo, hi = self.env.action_space.low, self.env.action_space.high
         home = self.env.qpos()
         self.home = {name: home[7 * i: 7 * i + 6].copy() for i, name in enumerate(FOLLOWERS)}
@@ -100,12 +125,16 @@ class InterbotixSimNode(Node):
             self.create_service(OperatingModes, f"{ns}/set_operating_modes", lambda q, r: r)
             self.create_service(RobotInfo, f"{ns}/get_robot_info",
                                 lambda q, r, n=name: self.on_info(n, q, r))
+        self.leader_pubs = [self.create_publisher(JointState, f"/{name}/joint_states", SENSOR)
+                            for name in LEADERS] if self.operator is not None else []
         self.camera_pubs = {cam: self.create_publisher(
             Image, f"/{cam}/camera/color/image_rect_raw", SENSOR) for cam in self.env.cameras}
         self.create_timer(aloha.DT, self.on_tick)
         if self.camera_pubs:
             self.create_timer(1.0 / camera_hz, self.on_camera)
-        self.get_logger().info("interbotix_sim ready: followers " + ", ".join(FOLLOWERS))
+        self.get_logger().info("interbotix_sim ready: followers " + ", ".join(FOLLOWERS) + (
+            "; leaders " + ", ".join(LEADERS) + " moved by the demonstrator"
+            if self.operator is not None else ""))
 
     # -- the xs_sdk interface -------------------------------------------------------------
     def on_group(self, arm: str, msg: JointGroupCommand) -> None:
@@ -158,6 +187,8 @@ class InterbotixSimNode(Node):
             return
         q = self.env.qpos()
         now = self.get_clock().now().to_msg()
+        if self.operator is not None:
+            self.publish_leaders(self.operator.act(None), now)
         for i, name in enumerate(FOLLOWERS):
             arm = q[7 * i: 7 * i + 7]
             finger = float(self.aloha.unnormalize_gripper(arm[6]))
@@ -166,6 +197,19 @@ class InterbotixSimNode(Node):
                                        finger, -finger])
             msg.header.stamp = now
             self.state_pubs[name].publish(msg)
+
+    def publish_leaders(self, pose: np.ndarray, stamp) -> None:
+        """The leaders' joint_states for a 14-value pose (6 joints, normalised gripper per
+        arm): the gripper as the leader's joint angle, fingers at the matching opening."""
+        for i, pub in enumerate(self.leader_pubs):
+            arm = pose[7 * i: 7 * i + 7]
+            grip = float(np.clip(arm[6], 0.0, 1.0))
+            joint = LEADER_GRIPPER_CLOSE + grip * (LEADER_GRIPPER_OPEN - LEADER_GRIPPER_CLOSE)
+            finger = float(self.aloha.unnormalize_gripper(grip))
+            msg = JointState(name=list(JOINT_STATE_NAMES),
+                             position=[*arm[:6].astype(float), joint, finger, -finger])
+            msg.header.stamp = stamp
+            pub.publish(msg)
 
     def on_camera(self) -> None:
         now = self.get_clock().now().to_msg()
