@@ -2,6 +2,11 @@
 
     python -m benchmarks.onnx_latency [--policy checkpoints/pushtable/best_bc] \
         [--reward checkpoints/pushtable/best_steps_to_go] [--n 500] [--json OUT]
+    python -m benchmarks.onnx_latency --vlm-tiny --n 100 [--json OUT]
+
+``--vlm-tiny`` measures the ``vlm`` backend instead, a tiny random PaliGemma (the test
+config; no download), whose onnxruntime policy decodes token by token through the
+teacher-forced graph (efm_learning.onnx_runtime).
 
 For each head, one call = what the node does per observation: ``model.act`` (policy,
 sampled tokens) or ``steps_to_go_probs`` after ``prepare_observations`` (reward model),
@@ -34,9 +39,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--image", type=int, default=64)
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--vlm-tiny", action="store_true",
+                        help="measure a tiny random vlm (PaliGemma) checkpoint instead")
     args = parser.parse_args(argv)
 
     import torch
+
+    if args.vlm_tiny:
+        import tempfile
+
+        from efm_learning.checkpoint import save_checkpoint
+        from efm_learning.models import make_model
+
+        torch.manual_seed(0)
+        vlm = make_model({"type": "vlm", "tiny": {},
+                          "steps_to_go": {"max_steps": 20, "num_bins": 21},
+                          "action_tokenizer": {"type": "language_table", "max_delta": 0.03}})
+        path = str(save_checkpoint(Path(tempfile.mkdtemp()) / "vlm_tiny", vlm.eval()))
+        args.policy = args.reward = path
 
     from efm_ros.model_host import Compute, load_verified
     from efm_sim import keys
@@ -99,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         import onnxruntime
 
         meta = {"n": args.n, "image": args.image, "batch": 1, "threads": 1,
+                "model": "vlm tiny (random PaliGemma)" if args.vlm_tiny else "checkpoints",
                 "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                 "command": "python -m benchmarks.onnx_latency"}
         args.json.write_text(json.dumps({"meta": meta, **results}, indent=2) + "\n")
