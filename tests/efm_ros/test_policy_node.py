@@ -315,3 +315,31 @@ def test_remote_policy_server_and_client(ros_context, tiny_checkpoint):
         executor.shutdown()
         for n in (server, station, client):
             n.destroy_node()
+
+
+def test_shutdown_waits_for_a_weight_update_still_loading():
+    """The policy node's on_shutdown joins a load in flight (a teardown under the loader
+    thread aborted the process, exit -6 in CI); a load that outlasts the wait is reported."""
+    import threading
+    import types
+
+    from efm_ros.model_host import LoadedModel, ModelHost
+    from efm_ros.policy_node import ENTRY
+
+    release = threading.Event()
+    finished = []
+
+    def slow_fetch(uri, version, sha, config_sha):
+        release.wait(5.0)
+        finished.append(version)
+        raise ValueError("no such checkpoint")
+
+    host = ModelHost(LoadedModel(None, 0, "", None, {}), fetch=slow_fetch)
+    assert host.swap_async("ros://learner/v1", 1, "0" * 64, lambda loaded, error: None)
+    assert not host.finish(timeout=0.2) and host.busy  # still loading: reported
+    warnings = []
+    node = types.SimpleNamespace(
+        host=host, get_logger=lambda: types.SimpleNamespace(warning=warnings.append))
+    threading.Timer(0.3, release.set).start()
+    ENTRY.on_shutdown(node)
+    assert finished == [1] and not host.busy and not warnings

@@ -191,6 +191,17 @@ class ModelHost:
         self._loading.start()
         return True
 
+    def finish(self, timeout: float = 10.0) -> bool:
+        """On shutdown: wait for a running load to end (True when none is left).
+
+        A process torn down while this daemon thread is inside torch or the safetensors
+        reader aborts (SIGABRT, exit -6: seen in CI when a weight update arrived just
+        before the stop); the swap itself is harmless to finish."""
+        loading = self._loading
+        if loading is not None and loading.is_alive():
+            loading.join(timeout)
+        return not self.busy
+
 
 def model_input(arrays: list[dict[str, Any]], instruction: str | None = None) -> dict[str, Any]:
     """Stack validated Observation arrays (``conversions.observation_arrays``) into the

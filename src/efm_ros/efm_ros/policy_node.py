@@ -458,9 +458,16 @@ class PolicyNode(Node):
         return response
 
 
+def _finish_weight_load(node: PolicyNode) -> None:
+    """Let a weight update being loaded finish before the teardown (ModelHost.finish)."""
+    if node.host is not None and not node.host.finish():
+        node.get_logger().warning("a weight update was still loading at shutdown")
+
+
 #: two threads only as a remote_server (GetAction in its own callback group); acting on
 #: local observations needs one, which spins far cheaper (docs/ROS.md, throughput)
-ENTRY = NodeEntry(PolicyNode, threads=lambda node: 2 if node.mode == "remote_server" else 1)
+ENTRY = NodeEntry(PolicyNode, threads=lambda node: 2 if node.mode == "remote_server" else 1,
+                  on_shutdown=_finish_weight_load)
 
 
 def main(args: list[str] | None = None) -> None:
