@@ -85,3 +85,68 @@ def practice_yaml(
     }
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+#: a tiny aloha_efm: two stacked 16x16 images, 14 joint tokens, 70 action tokens
+TINY_ALOHA = {"type": "aloha_efm", "image_size": 16, "band_px": 2, "channels": [8, 8],
+              "hidden_size": 32, "joint_embed_dim": 4,
+              "steps_to_go": {"max_steps": 100, "num_bins": 51}}
+
+
+def write_tiny_aloha_checkpoint(path: Path, seed: int = 0) -> Path:
+    """An untrained tiny ``aloha_efm`` (the real backend at a test's size)."""
+    import torch
+
+    from efm_learning.checkpoint import save_checkpoint
+    from efm_learning.models import make_model
+
+    torch.manual_seed(seed)
+    return save_checkpoint(path, make_model(dict(TINY_ALOHA)), metadata={"purpose": "test"})
+
+
+def aloha_sim_yaml(
+    path: Path, checkpoint: Path, run_dir: Path, *, max_steps: int = 4, updates: int = 1,
+    batch: int = 8,
+) -> Path:
+    """config/aloha_station.yaml turned into a simulated station: interbotix_sim stands in
+    for the four arms (node_set.SIMULATED_HARDWARE), the bridge moves them (motion enabled,
+    a new scene on each reset), no operator hardware (heartbeat, leaders), model sizes and
+    paths of a test. Everything else is the real station's file."""
+    from efm_ros.fleet_auth import write_key
+
+    root = Path(__file__).resolve().parents[2]
+    params = yaml.safe_load((root / "config" / "aloha_station.yaml").read_text())
+    key = path.parent / "fleet.key"
+    if not key.exists():
+        write_key(key)
+
+    def section(name: str) -> dict:
+        return params[name]["ros__parameters"]
+
+    for body in params.values():
+        if "security.fleet_key_file" in body["ros__parameters"]:
+            body["ros__parameters"]["security.fleet_key_file"] = str(key)
+    params["/**/interbotix_sim"] = {"ros__parameters": {
+        "sim.image_size": [12, 16], "cameras.rate_hz": 10.0}}
+    section("/**/aloha_bridge").update({
+        "safety.dry_run": False, "safety.heartbeat_topic": "", "safety.camera_topics": [""],
+        "safety.stale_s": 0.5, "teleop.leaders": [""], "reset.scene_service": "reset_scene",
+        "joints.max_velocity": [4.0] * 12, "joints.max_acceleration": [100.0] * 12,
+        "reset.tolerance_rad": 0.05})
+    section("/**/camera_ingest").update({"output.size": [16, 16], "output.band_px": 2,
+                                         "sync.tolerance_s": 0.05})
+    section("/**/steps_to_go").update({"model.checkpoint": str(checkpoint),
+                                       "success.threshold": 0.0, "viz.enabled": False})
+    section("/**/policy").update({"model.checkpoint": str(checkpoint),
+                                  "weights.allowed_dir": str(run_dir / "learner" / "policy")})
+    section("/**/episode_recorder")["recorder.output_dir"] = str(run_dir / "bags")
+    section("/**/actor").update({"episode.max_steps": max_steps,
+                                 "learner.spool_dir": str(run_dir / "actor_spool"),
+                                 "learner.resend_s": 0.5, "episode.stall_timeout_s": 5.0})
+    section("/learner").update({"model.policy_checkpoint": str(checkpoint),
+                                "output_dir": str(run_dir / "learner"),
+                                "improve.updates_per_round": updates,
+                                "improve.batch_size": batch})
+    section("/coordinator").update({"station.require_reset": False})
+    path.write_text(yaml.safe_dump(params))
+    return path

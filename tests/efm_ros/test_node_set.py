@@ -29,12 +29,25 @@ def test_deployment_files_parse_and_name_every_node(path):
     assert ("aloha_bridge" in {s.name for s in specs}) == driver
     if driver:
         assert specs[0].name == "aloha_bridge"
-        assert practice_nodes(params, sim=True)[0].name != "aloha_bridge"  # never with sim
+        # in simulation the bridge drives the simulated xs_sdk, in place of sim_robot
+        simulated = [s.name for s in practice_nodes(params, sim=True)]
+        assert simulated[:2] == ["interbotix_sim", "aloha_bridge"]
+        assert "sim_robot" not in simulated and len(simulated) == len(specs) + 1
     for spec in specs:
         if spec.namespace != "/":
             assert spec.overrides == {"station": spec.namespace.strip("/")}
     policy = next(s for s in specs if s.name == "policy")
     assert ("weights", "/learner/weights") in policy.remappings
+
+
+def test_a_simulated_aloha_deployment_has_one_station(tmp_path):
+    """interbotix_sim speaks the arms' fixed topic names (/follower_left/...): two simulated
+    ALOHA stations on one domain would drive each other's arms, so they are refused."""
+    params = load_params(CONFIGS[2])
+    params["/coordinator"]["ros__parameters"]["stations"] = ["station_0", "station_1"]
+    with pytest.raises(ValueError, match="one such station per ROS domain"):
+        practice_nodes(params, sim=True)
+    assert len(practice_nodes(params, sim=False)) == 2 * 6 + 2  # real stations: fine
 
 
 def test_runner_arguments_match_the_table(tmp_path):

@@ -43,6 +43,8 @@ rate bounds, policy chunks are refused meanwhile, and the call answers when ever
 within ``reset.tolerance_rad`` (measured; in dry-run, commanded) or fails after
 ``reset.timeout_s``. The scene itself (peg, socket) is the operator's: with the
 coordinator's ``station.require_reset`` the operator confirms it before the next episode.
+In simulation ``reset.scene_service`` names a std_srvs/Trigger that draws a new scene
+first (interbotix_sim's ``reset_scene``); the arms then start from where that left them.
 Every tick's command is published on ``executed_action`` (JointState, the 14 ALOHA
 values) for recording, with ``teleop/active`` (latched Bool) saying who drives.
 """
@@ -61,6 +63,7 @@ from rclpy.node import Node
 from rclpy.task import Future
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
 
 from efm_interfaces.msg import ActionCommand
 from efm_interfaces.srv import ResetStation
@@ -141,6 +144,9 @@ class AlohaBridgeNode(Node):
                                            "socket", "Instruction when a reset names none.")
         self.reset_family = p.declare("reset.task_family", "insertion",
                                       "The station's one task family.", read_only=True)
+        scene = p.declare("reset.scene_service", "", "std_srvs/Trigger called first on each "
+                          "reset to draw a new scene (simulation: interbotix_sim's "
+                          "reset_scene); '' = the operator resets the scene.", read_only=True)
         self.leader_close = p.declare("teleop.leader_gripper_close", LEADER_GRIPPER_CLOSE,
                                       "Leader gripper joint at closed fingers [rad].",
                                       read_only=True)
@@ -196,9 +202,13 @@ class AlohaBridgeNode(Node):
             self.create_subscription(Bool, "operator/intervention", self.on_intervention,
                                      RELIABLE)
         self.teleop_pub.publish(Bool(data=self.teleop_active))
-        # its own group: the awaiting reset must not hold the 50 Hz timer's group
+        # its own group: the awaiting reset must not hold the 50 Hz timer's group; and the
+        # scene client another one, as an awaiting coroutine holds its group until it ends
         self.create_service(ResetStation, "reset", self.on_reset,
                             callback_group=MutuallyExclusiveCallbackGroup())
+        self.scene = self.create_client(Trigger, scene,
+                                        callback_group=MutuallyExclusiveCallbackGroup()) \
+            if scene else None
         self.heartbeat: tuple[float, bool] | None = None
         if heartbeat:
             self.create_subscription(Bool, heartbeat, self.on_heartbeat, RELIABLE)
@@ -364,6 +374,8 @@ class AlohaBridgeNode(Node):
             else:
                 return
             current = self.sent if self.sent is not None else self._measured14()
+            if current is None:
+                return  # no pose measured since a scene reset yet
             self._send(self.limited(current, target))
 
     # -- reset ------------------------------------------------------------------------------
@@ -381,6 +393,13 @@ class AlohaBridgeNode(Node):
             if self.resetting is not None:
                 response.message = "a reset is already running"
                 return response
+        if self.scene is not None:
+            problem = await self._reset_scene()
+            if problem:
+                self.diag.reject("reset", problem)
+                response.message = problem
+                return response
+        with self.lock:
             done = Future()
             self.resetting = (done, time.monotonic() + self.reset_timeout)
             self.plan.clear()
@@ -390,6 +409,20 @@ class AlohaBridgeNode(Node):
         response.instruction = request.instruction or self.reset_instruction
         response.task_family = self.reset_family
         return response
+
+    async def _reset_scene(self) -> str:
+        """Call ``reset.scene_service``; '' when the new scene is set. The arms were moved
+        by it: forget the last command and the measured pose until fresh joint_states."""
+        if not self.scene.service_is_ready():
+            return f"scene reset {self.scene.srv_name} is not available"
+        answer = await self.scene.call_async(Trigger.Request())
+        if answer is None or not answer.success:
+            return f"scene reset failed: {answer.message if answer else 'no answer'}"
+        with self.lock:
+            self.plan.clear()
+            self.sent, self.step = None, np.zeros(12)
+            self.measured.clear()
+        return ""
 
     def _reset_progress(self, now: float) -> bool:
         """Caller holds the lock. True while the reset must still move; resolves it when

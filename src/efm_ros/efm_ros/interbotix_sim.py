@@ -15,6 +15,12 @@ Per follower namespace (``/follower_left``, ``/follower_right``):
 Cameras (optional): ``/cam_*/camera/color/image_rect_raw`` as a realsense node names
 them. Arms without torque do not follow commands (counted), as real motors would not.
 
+Scene reset (simulation only; on a real station the operator places peg and socket):
+``reset_scene`` (std_srvs/Trigger, in the node's namespace) draws a new scene (seed
+``sim.seed`` + the number of resets so far, as gym-aloha randomises peg and socket) with
+both arms at home; the bridge calls it on each episode reset when its
+``reset.scene_service`` names it.
+
 Leader arms (optional, ``leaders.source: demonstrator``): ``/leader_left/joint_states`` and
 ``/leader_right/joint_states`` at 50 Hz as the leaders' xs_sdk publishes them (6 joints
 [rad], the leader gripper joint [rad], fingers). Leaders are moved by hand and carry no
@@ -31,6 +37,7 @@ from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import OperatingModes, Reboot, RobotInfo, TorqueEnable
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
+from std_srvs.srv import Trigger
 
 from efm_ros.conversions import image_to_msg
 from efm_ros.diagnostics import Diagnostics
@@ -98,6 +105,7 @@ class InterbotixSimNode(Node):
             image_size=tuple(size), cameras=aloha.CAMERAS if cameras else (),
             max_episode_steps=10**9, terminate_on_success=False)
         obs, _ = self.env.reset(seed=int(seed))
+        self.seed, self.scene_resets = int(seed), 0
         self.operator = None
         if leader_source == "demonstrator":
             from efm_sim.aloha_demonstrator import AlohaInsertionDemonstrator
@@ -125,6 +133,7 @@ class InterbotixSimNode(Node):
             self.create_service(OperatingModes, f"{ns}/set_operating_modes", lambda q, r: r)
             self.create_service(RobotInfo, f"{ns}/get_robot_info",
                                 lambda q, r, n=name: self.on_info(n, q, r))
+        self.create_service(Trigger, "reset_scene", self.on_reset_scene)
         self.leader_pubs = [self.create_publisher(JointState, f"/{name}/joint_states", SENSOR)
                             for name in LEADERS] if self.operator is not None else []
         self.camera_pubs = {cam: self.create_publisher(
@@ -180,6 +189,20 @@ class InterbotixSimNode(Node):
         return response
 
     # -- simulation -----------------------------------------------------------------------
+    def on_reset_scene(self, request: Trigger.Request, response: Trigger.Response):
+        """A new scene, both arms at home: what the operator does between real episodes."""
+        self.scene_resets += 1
+        seed = self.seed + self.scene_resets
+        obs, _ = self.env.reset(seed=seed)
+        home = self.env.qpos()
+        for i, name in enumerate(FOLLOWERS):
+            self.arms[name].target = home[7 * i: 7 * i + 7].copy()
+        if self.operator is not None:
+            self.operator.reset(obs, np.random.default_rng(seed))
+        self.diag.count("scene_resets")
+        response.success, response.message = True, f"scene seed {seed}"
+        return response
+
     def on_tick(self) -> None:
         action = np.concatenate([self.arms[n].target for n in FOLLOWERS]).astype(np.float32)
         self.env.step(action)  # one 50 Hz control step of physics

@@ -22,6 +22,9 @@ STATION_NODES = ("sim_robot", "camera_ingest", "steps_to_go", "policy", "episode
 #: ``/**/<name>`` section (an ALOHA station: aloha_bridge serves reset, joint_states and
 #: executes action_command on the Interbotix followers)
 DRIVER_NODES = ("aloha_bridge",)
+#: in simulation, what stands in for the hardware behind each driver adapter (and replaces
+#: sim_robot in that station): the simulated Interbotix xs_sdk behind aloha_bridge
+SIMULATED_HARDWARE = {"aloha_bridge": "interbotix_sim"}
 #: nodes started once per deployment
 GLOBAL_NODES = ("learner", "coordinator")
 #: console script and module of each node
@@ -35,6 +38,7 @@ EXECUTABLES = {
     "learner": "efm_ros.learner_node",
     "coordinator": "efm_ros.coordinator_node",
     "aloha_bridge": "efm_ros.aloha_bridge",
+    "interbotix_sim": "efm_ros.interbotix_sim",
 }
 
 
@@ -108,17 +112,24 @@ def practice_nodes(params: dict[str, Any], *, sim: bool) -> list[NodeSpec]:
 
     ``sim=False`` leaves out ``sim_robot``: on a robot computer the robot's own driver
     publishes the cameras and joint states and serves ``reset``, directly or through a
-    driver adapter of DRIVER_NODES that the YAML configures.
+    driver adapter of DRIVER_NODES that the YAML configures. With ``sim=True`` and such an
+    adapter configured, the adapter runs against its SIMULATED_HARDWARE instead of
+    sim_robot (an ALOHA station in simulation: interbotix_sim + aloha_bridge).
     """
     stations = node_params(params, "/coordinator").get("stations")
     if not stations or not all(isinstance(s, str) and s.strip("/") for s in stations):
         raise ValueError("coordinator.ros__parameters.stations must list station names")
     specs: list[NodeSpec] = []
-    drivers = () if sim else tuple(d for d in DRIVER_NODES if f"/**/{d}" in params)
+    drivers = tuple(d for d in DRIVER_NODES if f"/**/{d}" in params)
+    simulated = tuple(SIMULATED_HARDWARE[d] for d in drivers)
+    if sim and drivers and len(stations) > 1:
+        raise ValueError(
+            f"{', '.join(simulated)} speaks the hardware's fixed topic names (/follower_left/"
+            "...): simulate one such station per ROS domain, got stations " + str(stations))
     for station in stations:
         ns = "/" + station.strip("/")
-        for node in (*drivers, *STATION_NODES):
-            if node == "sim_robot" and not sim:
+        for node in (*(simulated if sim else ()), *drivers, *STATION_NODES):
+            if node == "sim_robot" and (not sim or drivers):
                 continue
             specs.append(
                 NodeSpec(
