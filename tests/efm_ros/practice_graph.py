@@ -8,6 +8,16 @@ from pathlib import Path
 import yaml
 
 
+def fleet_key(folder: Path) -> Path:
+    """The graph's fleet key (efm_ros.fleet_auth) in ``folder``, written once."""
+    from efm_ros.fleet_auth import write_key
+
+    key = folder / "fleet.key"
+    if not key.exists():
+        write_key(key)
+    return key
+
+
 def practice_yaml(
     path: Path,
     checkpoint: Path,
@@ -23,12 +33,7 @@ def practice_yaml(
     """Write a parameter file; ``threshold`` 0 makes the detector (almost) never fire, so
     episodes run to ``max_steps`` and sizes are predictable. The graph is authenticated
     with a fleet key (efm_ros.fleet_auth) written next to the file."""
-    from efm_ros.fleet_auth import write_key
-
-    key = path.parent / "fleet.key"
-    if not key.exists():
-        write_key(key)
-    secure = {"security.fleet_key_file": str(key)}
+    secure = {"security.fleet_key_file": str(fleet_key(path.parent))}
     station = {
         "/**/sim_robot": {
             "sim.env": "pushtable",
@@ -112,13 +117,9 @@ def aloha_sim_yaml(
     for the four arms (node_set.SIMULATED_HARDWARE), the bridge moves them (motion enabled,
     a new scene on each reset), no operator hardware (heartbeat, leaders), model sizes and
     paths of a test. Everything else is the real station's file."""
-    from efm_ros.fleet_auth import write_key
-
     root = Path(__file__).resolve().parents[2]
     params = yaml.safe_load((root / "config" / "aloha_station.yaml").read_text())
-    key = path.parent / "fleet.key"
-    if not key.exists():
-        write_key(key)
+    key = fleet_key(path.parent)
 
     def section(name: str) -> dict:
         return params[name]["ros__parameters"]
