@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test lint demo demo-pointmass pointmass bench lock clean stage1-pushtable
+.PHONY: setup test lint demo demo-aloha demo-pointmass pointmass bench lock clean stage1-pushtable
 
 setup:
 	@bash scripts/setup.sh
@@ -44,6 +44,15 @@ stage1-pushtable: setup
 	  --set run_dir=runs/stage1_pushtable --set seed=3
 	$(PY) -m efm_learning.cli release --from runs/stage1_pushtable/sft --to checkpoints/pushtable \
 	  --command "make stage1-pushtable"
+
+# ALOHA bimanual insertion in simulation (docs/ALOHA.md): 300 scripted demonstrations
+# (data/aloha_48x64, ~20 min), Stage 1 (config/aloha.yaml, ~30 min on 2 cores), GT
+# evaluation, then Stage 2 over ROS 2 with one simulated station (config/aloha_sim_practice.yaml,
+# 10 min), report in runs/demo_aloha/. Resumable: demos and Stage 1 are kept.
+demo-aloha: setup
+	$(PY) -m efm_ros.demo_aloha --config config/aloha.yaml --params config/aloha_sim_practice.yaml \
+	  --out runs/demo_aloha --data data/aloha_48x64 --demos 300 --minutes 10 --eval-episodes 20 \
+	  $(DEMO_ARGS)
 
 # The same graph on PointMass (state vectors, MLP EFM): ~14 min, runs/demo_pointmass/.
 # A process per node, as its docs/DEMO.md numbers were measured.

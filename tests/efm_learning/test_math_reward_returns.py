@@ -23,6 +23,41 @@ def test_reward_is_progress_in_expected_steps():
     np.testing.assert_allclose(rewards_from_steps_to_go([10.0, 7.0, 8.0, 0.0]), [3.0, -1.0, 8.0])
 
 
+def test_success_bonus_goes_to_the_last_reward_of_a_detected_success_only():
+    """Section 4.1.3: a small constant when the success condition is met (here the
+    learned detector's), on the action that met it; nothing for other episodes."""
+    d = [10.0, 7.0, 8.0, 0.0]
+    np.testing.assert_allclose(rewards_from_steps_to_go(d, 2.5, succeeded=True), [3, -1, 10.5])
+    np.testing.assert_allclose(rewards_from_steps_to_go(d, 2.5, succeeded=False), [3, -1, 8])
+    assert rewards_from_steps_to_go([4.0], 2.5, succeeded=True).size == 0
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="success_bonus"):
+            rewards_from_steps_to_go(d, bad, succeeded=True)
+
+
+def test_the_learner_checks_returns_with_its_own_success_bonus():
+    """An actor's returns must include the bonus the learner was configured with: a
+    mismatch (either way) is refused before anything enters the buffer."""
+    from efm_learning.replay_buffer import EpisodeError, LabelledAdder, ReplayBuffer
+
+    d = np.array([10.0, 7.0, 8.0, 0.0])
+    tokens = np.zeros((3, 2), dtype=np.int64)
+    obs = {"observation.state": np.zeros((3, 1), np.float32)}
+    with_bonus = discounted_returns(rewards_from_steps_to_go(d, 2.0, True), 0.9)
+    plain = discounted_returns(rewards_from_steps_to_go(d), 0.9)
+    buffer = ReplayBuffer()
+    adder = LabelledAdder(buffer, num_tokens=2, vocab=4, gamma=0.9, success_bonus=2.0)
+    stats = adder.add(obs, tokens, d, with_bonus, 0.9, success=True)
+    assert stats.rewards[-1] == pytest.approx(10.0) and len(buffer) == 3
+    adder.add(obs, tokens, d, plain, 0.9, success=False)  # no success, no bonus
+    with pytest.raises(EpisodeError, match=r"success bonus is 2\.0"):
+        adder.add(obs, tokens, d, plain, 0.9, success=True)
+    plain_learner = LabelledAdder(ReplayBuffer(), num_tokens=2, vocab=4, gamma=0.9)
+    with pytest.raises(EpisodeError, match="do not match"):
+        plain_learner.add(obs, tokens, d, with_bonus, 0.9, success=True)
+    assert len(buffer) == 6 and adder.refused == 1 and plain_learner.refused == 1
+
+
 @settings(max_examples=200, deadline=None)
 @given(steps)
 def test_undiscounted_return_telescopes_to_first_minus_last_d(d):

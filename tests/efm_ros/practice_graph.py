@@ -113,12 +113,11 @@ def aloha_sim_yaml(
     path: Path, checkpoint: Path, run_dir: Path, *, max_steps: int = 4, updates: int = 1,
     batch: int = 8,
 ) -> Path:
-    """config/aloha_station.yaml turned into a simulated station: interbotix_sim stands in
-    for the four arms (node_set.SIMULATED_HARDWARE), the bridge moves them (motion enabled,
-    a new scene on each reset), no operator hardware (heartbeat, leaders), model sizes and
-    paths of a test. Everything else is the real station's file."""
+    """config/aloha_sim_practice.yaml (make demo-aloha's deployment: the station file with
+    interbotix_sim standing in for the four arms, node_set.SIMULATED_HARDWARE) at a test's
+    model and image sizes, paths and episode length. Everything else is that file's."""
     root = Path(__file__).resolve().parents[2]
-    params = yaml.safe_load((root / "config" / "aloha_station.yaml").read_text())
+    params = yaml.safe_load((root / "config" / "aloha_sim_practice.yaml").read_text())
     key = fleet_key(path.parent)
 
     def section(name: str) -> dict:
@@ -127,13 +126,7 @@ def aloha_sim_yaml(
     for body in params.values():
         if "security.fleet_key_file" in body["ros__parameters"]:
             body["ros__parameters"]["security.fleet_key_file"] = str(key)
-    params["/**/interbotix_sim"] = {"ros__parameters": {
-        "sim.image_size": [12, 16], "cameras.rate_hz": 10.0}}
-    section("/**/aloha_bridge").update({
-        "safety.dry_run": False, "safety.heartbeat_topic": "", "safety.camera_topics": [""],
-        "safety.stale_s": 0.5, "teleop.leaders": [""], "reset.scene_service": "reset_scene",
-        "joints.max_velocity": [4.0] * 12, "joints.max_acceleration": [100.0] * 12,
-        "reset.tolerance_rad": 0.05})
+    section("/**/interbotix_sim")["sim.image_size"] = [12, 16]
     section("/**/camera_ingest").update({"output.size": [16, 16], "output.band_px": 2,
                                          "sync.tolerance_s": 0.05})
     section("/**/steps_to_go").update({"model.checkpoint": str(checkpoint),
@@ -148,6 +141,5 @@ def aloha_sim_yaml(
                                 "output_dir": str(run_dir / "learner"),
                                 "improve.updates_per_round": updates,
                                 "improve.batch_size": batch})
-    section("/coordinator").update({"station.require_reset": False})
     path.write_text(yaml.safe_dump(params))
     return path

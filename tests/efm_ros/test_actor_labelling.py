@@ -33,13 +33,14 @@ def labelled(ros_context):
     made = []
 
     def label(min_steps: int, reason: int, consecutive: int = 1, d_values=D,
-              send_previous: bool = True):
+              send_previous: bool = True, bonus: float = 0.0):
         server = Node("labeller", context=ros_context, namespace="station_0")
         server.create_service(StepsToGo, "steps_to_go", on_request)
         actor = ActorNode(context=ros_context, namespace="station_0", parameter_overrides=[
             Parameter("success.min_steps", value=min_steps),
             Parameter("success.consecutive", value=consecutive),
-            Parameter("episode.send_previous_images", value=send_previous)])
+            Parameter("episode.send_previous_images", value=send_previous),
+            Parameter("labelling.success_bonus", value=bonus)])
         executor = MultiThreadedExecutor(context=ros_context)
         for node in (server, actor):
             executor.add_node(node)
@@ -115,3 +116,18 @@ def test_previous_frames_are_left_out_of_the_episode_when_asked(labelled):
     assert [o.images for o in lean.observations] == [o.images for o in full.observations]
     assert list(lean.steps_to_go) == list(full.steps_to_go)  # labelled the same way
     assert len(serialize_message(lean)) < len(serialize_message(full))
+
+
+def test_success_bonus_is_labelled_on_a_detected_success_only(labelled):
+    """labelling.success_bonus (Section 4.1.3): the last reward of an episode the detector
+    ended gains the bonus, and the returns include it; an episode that ran out does not."""
+    from efm_learning.returns import discounted_returns
+    from efm_ros.actor_node import Goal
+
+    episode, _ = labelled(min_steps=1, reason=Goal.TERMINATION_MAX_STEPS, bonus=4.0)
+    assert episode.success
+    np.testing.assert_allclose(episode.rewards, [3.0, 4.5 + 4.0])
+    np.testing.assert_allclose(episode.returns, discounted_returns([3.0, 8.5], 0.9), rtol=1e-6)
+    missed, _ = labelled(min_steps=3, reason=Goal.TERMINATION_MAX_STEPS, bonus=4.0)
+    assert not missed.success
+    np.testing.assert_allclose(missed.rewards, -np.diff(D), rtol=1e-6)

@@ -1,8 +1,9 @@
 """An ALOHA practice round over ROS 2, in simulation (issue 14 item 4, issue 15 item 3):
-the station of config/aloha_station.yaml with interbotix_sim standing in for the four
-Interbotix arms, so every command goes through aloha_bridge to the xs_sdk topics, and a
-real learner and coordinator. Episodes of 70-token chunks (5 x 14 joints) reach the
-learner, which learns a version that the station's policy then acts with."""
+the deployment of make demo-aloha (config/aloha_sim_practice.yaml: the station file with
+interbotix_sim standing in for the four Interbotix arms), so every command goes through
+aloha_bridge to the xs_sdk topics, and a real learner and coordinator. Episodes of
+70-token chunks (5 x 14 joints) reach the learner, which learns a version that the
+station's policy then acts with."""
 
 from __future__ import annotations
 

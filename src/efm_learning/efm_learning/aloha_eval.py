@@ -25,11 +25,27 @@ import numpy as np
 import torch
 
 from efm_learning.aloha_data import POLICY_PERIOD, policy_observation
+from efm_sim.aloha_layout import OBS_IMAGES
 
 logger = logging.getLogger(__name__)
 
 #: evaluation env seeds start here, far from the demonstrations' (0, 1, 2, ...)
 EVAL_SEED = 100_000
+
+
+def execute_chunk(
+    env: Any, chunk: np.ndarray, obs: dict[str, Any], info: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], int, bool]:
+    """Execute one 10 Hz chunk at 50 Hz, one target per driver step, stopping at the end of
+    the episode; ``(last observation, its info, driver steps taken, episode over)``."""
+    done, steps = False, 0
+    for action in chunk[:POLICY_PERIOD]:
+        obs, _, terminated, truncated, info = env.step(action)
+        steps += 1
+        done = bool(terminated or truncated)
+        if done:
+            break
+    return obs, info, steps, done
 
 
 def run_policy_episode(
@@ -44,14 +60,56 @@ def run_policy_episode(
     while not done:
         _, chunk = policy.act(policy_observation(obs, size, band), greedy=greedy,
                               generator=generator)
-        for action in chunk[0][:POLICY_PERIOD]:
-            obs, _, terminated, truncated, info = env.step(action)
-            steps += 1
-            done = terminated or truncated
-            if done:
-                break
+        obs, info, n, done = execute_chunk(env, chunk[0], obs, info)
+        steps += n
     return {"seed": int(seed), "success": bool(info["success"]),
             "max_stage": int(info["max_stage"]), "steps": steps}
+
+
+def trace_episode(
+    env: Any, policy: Any, reward_model: Any, seed: int, greedy: bool = True,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """One episode as :func:`run_policy_episode`, recording at every 10 Hz observation what
+    the paper's Figures 2 and 3 show: the frozen Stage 1 model's steps-to-go distribution
+    and d(o, g) (Eq. 1), the first stacked image (cam_high over cam_low), and the
+    simulator's contact stage (ground truth, only to annotate the plots). Also the wall
+    time of every batch-1 policy call (a 70-token chunk) for the latency report."""
+    obs, info = env.reset(seed=seed)
+    size, band = policy.config.image_size, policy.config.band_px
+    probs, d, stages, frames, latency = [], [], [], [], []
+    steps, done = 0, False
+
+    reward_view = (reward_model.config.image_size, reward_model.config.band_px)
+
+    def observe(o: dict[str, Any], stage: int) -> dict[str, Any]:
+        """Record the reward model's view of ``o``; returns the policy's input."""
+        x = policy_observation(o, size, band)
+        xr = x if reward_view == (size, band) else policy_observation(o, *reward_view)
+        batch = reward_model.prepare_observations(xr)
+        with torch.no_grad():
+            probs.append(reward_model.steps_to_go_probs(batch)[0].cpu().numpy())
+            d.append(float(reward_model.expected_steps_to_go(batch)[0]))
+        frames.append(xr[OBS_IMAGES][0, 0])
+        stages.append(stage)
+        return x
+
+    x = observe(obs, int(info.get("stage", 0)))
+    while not done:
+        start = time.perf_counter()
+        _, chunk = policy.act(x, greedy=greedy, generator=generator)
+        latency.append(time.perf_counter() - start)
+        obs, info, n, done = execute_chunk(env, chunk[0], obs, info)
+        steps += n
+        x = observe(obs, int(info["stage"]))
+    return {
+        "seed": int(seed), "success": bool(info["success"]),
+        "max_stage": int(info["max_stage"]), "steps": steps,
+        "steps_to_go": np.asarray(d), "probs": np.stack(probs),
+        "stage": np.asarray(stages), "frames": np.stack(frames),
+        "bin_values": np.asarray(reward_model.steps_tokenizer.bin_values, dtype=np.float64),
+        "policy_latency_s": np.asarray(latency),
+    }
 
 
 def evaluate(

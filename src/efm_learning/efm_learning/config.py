@@ -289,6 +289,9 @@ class ImproveConfig:
     #: last bin's flickering mass dominates the reward noise; docs/PUSHTABLE.md). The
     #: success detector always uses the full expectation
     reward_steps_to_go: Literal["expected", "in_range"] = "expected"
+    #: Section 4.1.3 (Aloha): added to the last reward of an episode the learned detector
+    #: ended (the paper's simulator success condition; ground truth is never used here)
+    success_bonus: float = 0.0
     #: stop after this many rounds without improvement (0 = never stop early;
     #: the paper stops at a success plateau, Section 6)
     patience: int = 0
@@ -309,6 +312,7 @@ class ImproveConfig:
         _require(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 disables)")
         _require(self.success_threshold >= 0, "success_threshold", "must be >= 0")
         _require(self.success_consecutive >= 1, "success_consecutive", "must be >= 1")
+        _require(self.success_bonus >= 0, "success_bonus", "must be >= 0")
         _require(self.num_envs > 0, "num_envs", "must be > 0")
         _require(self.eval_episodes >= 0, "eval_episodes", "must be >= 0")
         _require(self.eval_every > 0, "eval_every", "must be > 0")

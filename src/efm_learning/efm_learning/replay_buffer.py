@@ -129,13 +129,20 @@ class Adder:
     """Validates, labels (frozen reward model) and stores practice episodes."""
 
     def __init__(
-        self, buffer: ReplayBuffer, reward_model: EFM, gamma: float, in_range: bool = False
+        self,
+        buffer: ReplayBuffer,
+        reward_model: EFM,
+        gamma: float,
+        in_range: bool = False,
+        success_bonus: float = 0.0,
     ) -> None:
-        """``in_range``: rewards from d given the goal is in range (improve.reward_steps_to_go)."""
+        """``in_range``: rewards from d given the goal is in range (improve.reward_steps_to_go);
+        ``success_bonus``: added when the detector ended the episode (Section 4.1.3)."""
         self.buffer = buffer
         self.reward_model = reward_model
         self.gamma = gamma
         self.in_range = in_range
+        self.success_bonus = float(success_bonus)
         self.refused = 0
 
     @torch.no_grad()
@@ -151,7 +158,8 @@ class Adder:
             d = self.reward_model.predict_steps_to_go(episode.observations, in_range=True)
         else:
             d = self.reward_model.predict_steps_to_go(episode.observations)
-        rewards = rewards_from_steps_to_go(d)
+        succeeded = episode.end_reason == "success_detector"
+        rewards = rewards_from_steps_to_go(d, self.success_bonus, succeeded)
         returns = discounted_returns(rewards, self.gamma)
         t = episode.length
         observations = {k: v[:t] for k, v in episode.observations.items()}
@@ -168,7 +176,8 @@ class LabelledAdder:
 
     Nothing is trusted: shapes must agree (T actions, T + 1 values of d), numbers must be
     finite, tokens in the vocabulary, and the returns must be the discounted sums of
-    ``r_t = d_t - d_{t+1}`` (Eq. 2) within ``tolerance``.
+    ``r_t = d_t - d_{t+1}`` (Eq. 2), plus ``success_bonus`` on the last reward of an episode
+    the detector ended (Section 4.1.3), within ``tolerance``.
     """
 
     def __init__(
@@ -178,12 +187,14 @@ class LabelledAdder:
         vocab: int,
         gamma: float,
         tolerance: float = 1e-3,
+        success_bonus: float = 0.0,
     ) -> None:
         self.buffer = buffer
         self.num_tokens = num_tokens
         self.vocab = vocab
         self.gamma = gamma
         self.tolerance = tolerance
+        self.success_bonus = float(success_bonus)
         self.refused = 0
 
     def add(
@@ -193,8 +204,9 @@ class LabelledAdder:
         steps_to_go: np.ndarray,
         returns: np.ndarray,
         gamma: float,
+        success: bool = False,
     ) -> LabelStats:
-        stats = self.check(observations, action_tokens, steps_to_go, returns, gamma)
+        stats = self.check(observations, action_tokens, steps_to_go, returns, gamma, success)
         self.add_checked(observations, action_tokens, stats)
         return stats
 
@@ -211,16 +223,21 @@ class LabelledAdder:
         steps_to_go: np.ndarray,
         returns: np.ndarray,
         gamma: float,
+        success: bool = False,
     ) -> LabelStats:
         """Validate without adding (EpisodeError if bad): a caller that must store the
-        episode durably first (the learner's spool) adds it only once that succeeded."""
+        episode durably first (the learner's spool) adds it only once that succeeded.
+        ``success``: the actor's detector ended the episode (the message's ``success``)."""
         try:
-            return self._check(observations, action_tokens, steps_to_go, returns, gamma)
+            return self._check(observations, action_tokens, steps_to_go, returns, gamma,
+                               bool(success))
         except EpisodeError:
             self.refused += 1
             raise
 
-    def _check(self, observations, action_tokens, steps_to_go, returns, gamma) -> LabelStats:
+    def _check(
+        self, observations, action_tokens, steps_to_go, returns, gamma, success
+    ) -> LabelStats:
         tokens = np.asarray(action_tokens)
         t = len(tokens)
         if t < 1:
@@ -244,10 +261,13 @@ class LabelledAdder:
             raise EpisodeError("non-finite steps-to-go or returns")
         if abs(gamma - self.gamma) > 1e-6:
             raise EpisodeError(f"returns discounted with gamma {gamma}, learner uses {self.gamma}")
-        rewards = rewards_from_steps_to_go(d)
+        rewards = rewards_from_steps_to_go(d, self.success_bonus, success)
         expected = discounted_returns(rewards, self.gamma)
         if np.max(np.abs(expected - r)) > self.tolerance * max(1.0, np.max(np.abs(expected))):
-            raise EpisodeError("returns do not match the steps-to-go labels (Eq. 2)")
+            raise EpisodeError(
+                "returns do not match the steps-to-go labels (Eq. 2; the learner's success "
+                f"bonus is {self.success_bonus})"
+            )
         for key, value in observations.items():
             if len(value) != t:
                 raise EpisodeError(

@@ -223,7 +223,13 @@ def self_improve(
             env_kwargs=cfg.env_kwargs,
         )
     buffer = ReplayBuffer()
-    adder = Adder(buffer, reward_model, imp.gamma, in_range=imp.reward_steps_to_go == "in_range")
+    adder = Adder(
+        buffer,
+        reward_model,
+        imp.gamma,
+        in_range=imp.reward_steps_to_go == "in_range",
+        success_bonus=imp.success_bonus,
+    )
     evaluator = None
     if ctx.is_main and imp.eval_episodes > 0:
         evaluator = Evaluator(

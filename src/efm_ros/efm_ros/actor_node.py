@@ -145,6 +145,13 @@ class ActorNode(Node):
         self.gamma = p.declare(
             "labelling.gamma", PAPER_GAMMA, "Discount of the returns.", min_value=0.0, max_value=1.0
         )
+        self.success_bonus = p.declare(
+            "labelling.success_bonus",
+            0.0,
+            "Added to the last reward of an episode the detector ended (Section 4.1.3, "
+            "Aloha); must equal the learner's improve.success_bonus.",
+            min_value=0.0,
+        )
         self.label_batch = p.declare(
             "labelling.max_batch", 64, "Observations per StepsToGo call.", min_value=1
         )
@@ -605,7 +612,8 @@ class ActorNode(Node):
                 reason = Goal.TERMINATION_SUCCESS
                 obs, d = obs[:end], d[: end + 1]
                 record.commands = record.commands[:end]
-        rewards = rewards_from_steps_to_go(d)
+        succeeded = reason == Goal.TERMINATION_SUCCESS
+        rewards = rewards_from_steps_to_go(d, self.success_bonus, succeeded)
         returns = discounted_returns(rewards, self.gamma)
         tokens = [list(c.action_tokens) for c in record.commands]
         tokens_per_action = len(tokens[0]) if tokens else 0
@@ -630,7 +638,7 @@ class ActorNode(Node):
             rewards=rewards.astype(np.float32).tolist(),
             returns=returns.astype(np.float32).tolist(),
             gamma=float(self.gamma),
-            success=reason == Goal.TERMINATION_SUCCESS,
+            success=succeeded,
             termination_reason=reason,
         )
         episode.header.stamp = self.get_clock().now().to_msg()

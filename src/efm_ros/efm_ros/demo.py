@@ -140,11 +140,14 @@ def practise(
     *,
     compose: bool = True,
     executor: str = "events",
+    watch: tuple[str, ...] = (),
 ) -> dict:
     """Run the ROS 2 graph until ``rounds`` learner rounds or ``minutes`` have passed.
 
     ``compose``: each station's nodes in one process (efm_ros.compose); ``executor``: the
-    EFM_EXECUTOR of the single-threaded nodes (docs/ROS.md, throughput)."""
+    EFM_EXECUTOR of the single-threaded nodes (docs/ROS.md, throughput); ``watch``: nodes
+    (``/station_0/interbotix_sim``) whose /diagnostics counters are kept, first and last
+    with their arrival times, in ``seen["diagnostics"]`` (rates for a report)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
@@ -165,7 +168,15 @@ def practise(
     node = Node("demo_observer")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    seen: dict = {"episodes": [], "weights": [], "status": None}
+    seen: dict = {"episodes": [], "weights": [], "status": None, "diagnostics": {}}
+
+    def on_diagnostics(msg) -> None:
+        for status in msg.status:
+            if status.name in watch:
+                sample = (time.monotonic(), {kv.key: kv.value for kv in status.values})
+                kept = seen["diagnostics"].setdefault(status.name, {"first": sample})
+                kept["last"] = sample
+
     node.create_subscription(
         LabelledEpisode,
         "/learner/episodes",
@@ -181,6 +192,10 @@ def practise(
     node.create_subscription(
         PracticeStatus, "/practice/status", lambda m: seen.__setitem__("status", m), LATCHED
     )
+    if watch:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, RELIABLE)
     node.create_subscription(
         Image, "/station_0/steps_to_go/distribution_image", lambda m: save_picture(m, out), SENSOR
     )

@@ -206,6 +206,7 @@ class InterbotixSimNode(Node):
     def on_tick(self) -> None:
         action = np.concatenate([self.arms[n].target for n in FOLLOWERS]).astype(np.float32)
         self.env.step(action)  # one 50 Hz control step of physics
+        self.diag.count("control_steps")  # the station's control rate (make demo-aloha)
         if not self.publishing:
             return
         q = self.env.qpos()

@@ -87,6 +87,7 @@ DEFAULTS = {
     "improve.weight_decay": 1e-4,
     "improve.grad_clip": 1.0,
     "improve.gamma": 0.9,
+    "improve.success_bonus": 0.0,
     "seed": 0,
     "compute.device": "cpu",
 }
@@ -146,7 +147,8 @@ class Trainer:
         s = self.settings
         buffer = ReplayBuffer()
         adder = LabelledAdder(
-            buffer, self.model.num_action_tokens, self.model.action_vocab, s["improve.gamma"]
+            buffer, self.model.num_action_tokens, self.model.action_vocab, s["improve.gamma"],
+            success_bonus=s["improve.success_bonus"],
         )
         episode_ids = []
         for path in sorted(self.spool.glob("*.cdr")):
@@ -161,6 +163,7 @@ class Trainer:
                 np.asarray(msg.steps_to_go),
                 np.asarray(msg.returns),
                 msg.gamma,
+                msg.success,
             )
         rng = np.random.default_rng([int(s["seed"]), version])
         rank, world = self.ctx.rank, self.ctx.world_size
@@ -257,6 +260,14 @@ class LearnerNode(Node):
             min_value=0.0,
             max_value=1.0,
         )
+        bonus = p.declare(
+            "improve.success_bonus",
+            0.0,
+            "Added to the last reward of an episode the detector ended (Section 4.1.3, "
+            "Aloha); the actors' labelling.success_bonus must match.",
+            read_only=True,
+            min_value=0.0,
+        )
         p.declare("seed", 0, "Minibatch order seed.", read_only=True)
         p.declare(
             "compute.device",
@@ -297,7 +308,8 @@ class LearnerNode(Node):
         self.model = self.trainer.model
         self.buffer = ReplayBuffer()  # counts and validates arrivals; rounds read the spool
         self.adder = LabelledAdder(
-            self.buffer, self.model.num_action_tokens, self.model.action_vocab, gamma
+            self.buffer, self.model.num_action_tokens, self.model.action_vocab, gamma,
+            success_bonus=bonus,
         )
         path = self.trainer.start_path
         self.lock = threading.Lock()
@@ -365,7 +377,7 @@ class LearnerNode(Node):
         try:
             observations, tokens = unpack_episode(msg, self.model.num_action_tokens)
             args = (observations, tokens, np.asarray(msg.steps_to_go), np.asarray(msg.returns))
-            stats = self.adder.check(*args, msg.gamma)
+            stats = self.adder.check(*args, msg.gamma, msg.success)
         except (EpisodeError, ValueError) as error:
             return self.refuse("episode", f"invalid: {error}")
         if not from_spool:
