@@ -441,3 +441,38 @@ def test_a_reset_that_cannot_finish_times_out_with_the_reason(station):
     response = _call(executor, client, ResetStation.Request(instruction="custom"))
     assert not response.ok and response.message.startswith("timeout"), response.message
     assert bridge.resetting is None  # the next reset may run
+
+
+def test_the_simulated_arms_keep_wall_clock_time_when_a_tick_is_late(ros_context,
+                                                                    monkeypatch):
+    """A busy computer delays the 50 Hz timer; real arms keep moving meanwhile, so the
+    stand-in runs the physics steps it owes (up to sim.max_catch_up_steps) and lets sim
+    time slip, counted, beyond that. Without it the station's sim ran at ~29 Hz under load."""
+    from rclpy.parameter import Parameter
+
+    from efm_ros import interbotix_sim
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(interbotix_sim.time, "monotonic", lambda: clock["now"])
+    driver = interbotix_sim.InterbotixSimNode(context=ros_context, parameter_overrides=[
+        Parameter("cameras.enabled", value=False),
+        Parameter("sim.max_catch_up_steps", value=5)])
+    try:
+        dt, t0 = driver.aloha.DT, driver.env.data.time
+        driver.on_tick()  # on time: one step
+        assert driver.physics_steps == 1
+        clock["now"] += 4.5 * dt  # the next tick fires 3.5 steps late
+        driver.on_tick()
+        assert driver.physics_steps == 5  # the 3 owed + this tick's
+        assert driver.diag.counters["control_steps"] == 5
+        clock["now"] += 20 * dt  # far behind: 5 steps, the rest slips
+        driver.on_tick()
+        assert driver.physics_steps == 10
+        assert driver.diag.counters["control_steps.slipped"] == 15
+        clock["now"] += dt
+        driver.on_tick()  # sim time slipped, so one step per tick again
+        assert driver.physics_steps == 11 and driver.diag.counters["ticks"] == 4
+        assert driver.env.data.time - t0 == pytest.approx(11 * dt)
+    finally:
+        driver.env.close()
+        driver.destroy_node()

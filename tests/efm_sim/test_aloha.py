@@ -392,6 +392,24 @@ def test_generation_is_resumable(tmp_path: Path) -> None:
     assert res.returncode != 0 and "another --out" in res.stderr
 
 
+def test_a_second_generator_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    """It would delete the running one's in-progress temporaries as stale (seen: the
+    first generator then crashed renaming its episode)."""
+    from efm_sim.aloha_generate import exclusive
+
+    out = tmp_path / "demos"
+    out.mkdir()
+    running = out / ".episode_0.hdf5.123.tmp"
+    with exclusive(out):  # a generator at work on this directory
+        running.write_bytes(b"partial")
+        res = _run("--out", str(out), "--no-images", "--episodes", "1", "--no-progress")
+        assert res.returncode != 0 and "another generator is writing" in res.stderr
+        assert running.read_bytes() == b"partial"
+    res = _run("--out", str(out), "--no-images", "--episodes", "1", "--no-progress")
+    assert res.returncode == 0, res.stderr  # free again once it finished
+    assert not running.exists() and (out / "episode_0.hdf5").is_file()
+
+
 def test_generation_writes_four_camera_episodes_and_keeps_only_successes(
     tmp_path: Path,
 ) -> None:
@@ -412,7 +430,8 @@ def test_generation_writes_four_camera_episodes_and_keeps_only_successes(
         progress=False,
     )
     assert summary["kept"] == 0 and summary["failed"] == [0, 1]
-    assert not list(short.glob("*.hdf5")) and not list(short.glob(".*"))
+    temporaries = [t for t in short.glob(".*") if t.name != ".generate.lock"]
+    assert not list(short.glob("*.hdf5")) and not temporaries
 
 
 def test_measure_command_reports_success() -> None:

@@ -217,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=30, help="learning round budget")
     parser.add_argument("--minutes", type=float, default=10.0, help="practice time limit")
     parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument(
+        "--processes", choices=("station", "node"), default="node",
+        help="a process per node (default: the 50 Hz simulated driver gets its own "
+        "interpreter) or the station's nodes composed in one (efm_ros.compose)")
     args = parser.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -229,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     traces = {"stage1": trace_and_plot(ckpt["policy"], ckpt["reward"], (h, w), args.out,
                                        "stage1")}
     params = deployment(args.params, args.out, ckpt)
-    seen = practise(params, args.out, args.rounds, args.minutes, compose=True,
-                    watch=(SIM_NODE, POLICY_NODE))
+    seen = practise(params, args.out, args.rounds, args.minutes,
+                    compose=args.processes == "station", watch=(SIM_NODE, POLICY_NODE))
     final_version, final = kept_policy(seen, ckpt["policy"])
     after = ground_truth(final, args.eval_episodes, args.image_size,
                          args.out / f"eval_v{final_version}.json")

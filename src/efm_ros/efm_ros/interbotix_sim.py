@@ -32,6 +32,8 @@ simulation (ALOHA's puppeteering). Knows nothing of efm's messages.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import OperatingModes, Reboot, RobotInfo, TorqueEnable
@@ -88,6 +90,11 @@ class InterbotixSimNode(Node):
         camera_hz = p.declare("cameras.rate_hz", 10.0, "Camera frame rate [Hz].",
                               read_only=True, min_value=0.1, max_value=60.0)
         seed = p.declare("sim.seed", 0, "Scene seed of the first reset.", read_only=True)
+        self.max_catch_up = p.declare(
+            "sim.max_catch_up_steps", 5, "Physics steps one late tick may run to keep sim "
+            "time with the wall clock, as real arms keep moving while the computer is busy "
+            "(1: one step per tick, the sim slows down instead).", read_only=True,
+            min_value=1, max_value=50)
         leader_source = p.declare(
             "leaders.source", "", "What moves the two simulated leader arms: '' (no leaders) "
             "or 'demonstrator' (the scripted insertion demonstrator as the operator's hands).",
@@ -138,6 +145,7 @@ class InterbotixSimNode(Node):
                             for name in LEADERS] if self.operator is not None else []
         self.camera_pubs = {cam: self.create_publisher(
             Image, f"/{cam}/camera/color/image_rect_raw", SENSOR) for cam in self.env.cameras}
+        self.clock0, self.physics_steps = time.monotonic(), 0
         self.create_timer(aloha.DT, self.on_tick)
         if self.camera_pubs:
             self.create_timer(1.0 / camera_hz, self.on_camera)
@@ -194,6 +202,7 @@ class InterbotixSimNode(Node):
         self.scene_resets += 1
         seed = self.seed + self.scene_resets
         obs, _ = self.env.reset(seed=seed)
+        self.clock0, self.physics_steps = time.monotonic(), 0
         home = self.env.qpos()
         for i, name in enumerate(FOLLOWERS):
             self.arms[name].target = home[7 * i: 7 * i + 7].copy()
@@ -204,9 +213,19 @@ class InterbotixSimNode(Node):
         return response
 
     def on_tick(self) -> None:
+        """Advance physics to the wall clock (50 Hz steps; at most ``sim.max_catch_up_steps``
+        per tick, beyond that the sim falls behind), then publish the joint states."""
         action = np.concatenate([self.arms[n].target for n in FOLLOWERS]).astype(np.float32)
-        self.env.step(action)  # one 50 Hz control step of physics
-        self.diag.count("control_steps")  # the station's control rate (make demo-aloha)
+        due = int((time.monotonic() - self.clock0) / self.aloha.DT) + 1 - self.physics_steps
+        steps = min(max(due, 1), self.max_catch_up)
+        if due > steps:  # too far behind: let sim time slip rather than jump
+            self.clock0 += (due - steps) * self.aloha.DT
+            self.diag.count("control_steps.slipped", due - steps)
+        for _ in range(steps):
+            self.env.step(action)  # one 50 Hz control step of physics
+        self.physics_steps += steps
+        self.diag.count("control_steps", steps)  # the station's control rate
+        self.diag.count("ticks")
         if not self.publishing:
             return
         q = self.env.qpos()

@@ -17,13 +17,15 @@ progress bar.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import logging
 import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 META = "meta.json"
 ATTEMPTS = "attempts.json"
+#: held by the generator writing the directory (efm_sim.aloha_generate.exclusive)
+LOCK = ".generate.lock"
 SCHEMA_VERSION = 1
 
 
@@ -202,8 +206,42 @@ def generate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Keep ``episodes`` successful demos in ``out`` (resumable); returns the attempt log."""
-    env_kwargs, demo_kwargs = dict(env_kwargs or {}), dict(demo_kwargs or {})
     out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out):
+        return _generate(out, episodes, seed, workers, env_kwargs, demo_kwargs, compression,
+                         max_attempts, progress)
+
+
+@contextlib.contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """Hold ``out``'s generation lock: a second generator on the same directory would
+    delete the first one's in-progress temporaries as stale, so it is refused."""
+    with (out / LOCK).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(
+                f"another generator is writing to {out} (it holds {out / LOCK}); wait for "
+                "it to finish or use another --out directory"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _generate(
+    out: Path,
+    episodes: int,
+    seed: int,
+    workers: int,
+    env_kwargs: dict[str, Any] | None,
+    demo_kwargs: dict[str, Any] | None,
+    compression: int,
+    max_attempts: int | None,
+    progress: bool,
+) -> dict[str, Any]:
+    env_kwargs, demo_kwargs = dict(env_kwargs or {}), dict(demo_kwargs or {})
     meta = {
         "schema_version": SCHEMA_VERSION,
         "format": "aloha_hdf5",
