@@ -246,7 +246,7 @@ def test_tiny_stage1_on_aloha_recordings_keeps_a_loadable_policy(tmp_path):
 
 
 def test_evaluation_executes_each_chunk_at_50hz(tiny_model):
-    from efm_learning.aloha_eval import run_policy_episode
+    from efm_learning.aloha_eval import grasp_distances, run_policy_episode
     from efm_sim.aloha import AlohaInsertionEnv
 
     env = AlohaInsertionEnv(image_size=(12, 16), max_episode_steps=12)
@@ -262,6 +262,12 @@ def test_evaluation_executes_each_chunk_at_50hz(tiny_model):
         result = run_policy_episode(env, tiny_model, seed=0)
     finally:
         del tiny_model.act
+    env.reset(seed=0)
+    start = grasp_distances(env)  # where each gripper started, ~26 cm from its object
     env.close()
     assert result["steps"] == 12 and len(calls) == 3  # 10 Hz policy, 5 driver steps each
     assert not result["success"] and 0 <= result["max_stage"] <= 4
+    # the closest approach is no farther than where each gripper started
+    assert min(start) > 0.15
+    assert 0 < result["closest_left_to_socket_m"] <= start[0] + 1e-4
+    assert 0 < result["closest_right_to_peg_m"] <= start[1] + 1e-4

@@ -43,6 +43,7 @@ def test_rates_come_from_the_first_and_last_diagnostics():
 
 def _eval(rate: float, stages: list[float]) -> dict:
     return {"success_rate": rate, "episodes": 20, "mean_max_stage": 1.0,
+            "closest_left_to_socket_m": 0.05, "closest_right_to_peg_m": 0.125,
             "reached_stage": {str(s + 1): v for s, v in enumerate(stages)},
             "results": [{"seed": 100_000}]}
 
@@ -59,6 +60,6 @@ def test_report_writes_the_table_the_curve_and_the_throughput(tmp_path):
     assert results["throughput"]["control_steps_per_s"] == pytest.approx(48.0)
     assert json.loads((tmp_path / "results.json").read_text())["kept_version"] == 2
     text = (tmp_path / "report.md").read_text()
-    assert "| after Stage 2 (v2) | 0.050 | 0.70 | 0.30 | 0.10 | 0.05 |" in text
+    assert "| after Stage 2 (v2) | 0.050 | 0.70 | 0.30 | 0.10 | 0.05 | 5.0 | 12.5 |" in text
     assert "48.0 control steps/s" in text and "median\n21.0 ms" in text
     assert (tmp_path / "learning_curve.png").stat().st_size > 10_000
