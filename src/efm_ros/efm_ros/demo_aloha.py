@@ -38,6 +38,9 @@ SIM_NODE = "/station_0/interbotix_sim"
 POLICY_NODE = "/station_0/policy"
 #: the traced episode of the figures (an evaluation seed, never a demonstration's)
 TRACE_SEED = 100_000
+HEADER = ("| policy | success (peg touches pin) | both touch | both lifted | peg touches socket "
+          "| pin | left gripper to socket [cm] | right gripper to peg [cm] |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
 def demonstrations(data: Path, episodes: int, image_size: str, workers: int) -> None:
@@ -182,8 +185,7 @@ columns: fraction of episodes reaching it; the last two: median over episodes of
 gripper's closest approach to its object (the scripted demonstrations reach ~3 cm, the
 arms start ~26 cm away).
 
-| policy | success (peg touches pin) | both touch | both lifted | peg touches socket | pin | left gripper to socket [cm] | right gripper to peg [cm] |
-| --- | --- | --- | --- | --- | --- | --- | --- |
+{HEADER}
 {rows}
 
 Change in success: {change['difference']:+.3f} (95% interval {change['ci95'][0]:+.3f} to
