@@ -32,6 +32,12 @@ def test_the_deployment_is_the_sim_practice_file_with_the_runs_paths(tmp_path):
     assert names[:2] == ["interbotix_sim", "aloha_bridge"] and "sim_robot" not in names
 
 
+def test_the_newest_version_is_the_last_published():
+    assert demo_aloha.newest_version({"weights": []}) is None
+    seen = {"weights": [(1, "file:///r/v1"), (3, "file:///r/v3"), (2, "file:///r/v2")]}
+    assert demo_aloha.newest_version(seen) == (3, Path("/r/v3"))
+
+
 def test_rates_come_from_the_first_and_last_diagnostics():
     seen = {"diagnostics": {
         demo_aloha.SIM_NODE: {"first": (10.0, {"control_steps": "100"}),
@@ -55,11 +61,14 @@ def test_report_writes_the_table_the_curve_and_the_throughput(tmp_path):
                                                   "last": (10.0, {"control_steps": "480"})}}}
     traces = {"stage1": {"policy_latency_ms": {"median": 21.0, "p99": 40.0, "calls": 80}}}
     results = demo_aloha.report(tmp_path, _eval(0.0, [0.5, 0.2, 0.0, 0.0]),
-                                _eval(0.05, [0.7, 0.3, 0.1, 0.05]), seen, traces, 2, 30.0)
+                                _eval(0.05, [0.7, 0.3, 0.1, 0.05]), seen, traces, 2, 30.0,
+                                newest=(3, _eval(0.0, [0.6, 0.0, 0.0, 0.0])))
     assert results["policy_versions"] == [0, 1, 2] and results["episodes"] == 9
     assert results["throughput"]["control_steps_per_s"] == pytest.approx(48.0)
     assert json.loads((tmp_path / "results.json").read_text())["kept_version"] == 2
     text = (tmp_path / "report.md").read_text()
     assert "| after Stage 2 (v2) | 0.050 | 0.70 | 0.30 | 0.10 | 0.05 | 5.0 | 12.5 |" in text
+    assert "| newest (v3, not kept) | 0.000 | 0.60 |" in text
+    assert results["newest_version"] == 3
     assert "48.0 control steps/s" in text and "median\n21.0 ms" in text
     assert (tmp_path / "learning_curve.png").stat().st_size > 10_000

@@ -109,6 +109,14 @@ def trace_and_plot(policy: Path, reward: Path, image_size: tuple[int, int], out:
                                   "calls": int(latency.size)}}
 
 
+def newest_version(seen: dict) -> tuple[int, Path] | None:
+    """The last version the learner published and its checkpoint (None before any)."""
+    if not seen["weights"]:
+        return None
+    version, uri = max(seen["weights"])
+    return int(version), Path(uri.removeprefix("file://"))
+
+
 def rates(seen: dict) -> dict[str, float]:
     """Counters per second between the first and last diagnostics of the watched nodes."""
     out: dict[str, float] = {}
@@ -123,8 +131,9 @@ def rates(seen: dict) -> dict[str, float]:
 
 
 def report(out: Path, before: dict, after: dict, seen: dict, traces: dict, final: int,
-           minutes: float) -> dict:
-    """results.json, report.md and the learning curve."""
+           minutes: float, newest: tuple[int, dict] | None = None) -> dict:
+    """results.json, report.md and the learning curve; ``newest``: the last published
+    version and its evaluation when the rule kept another."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,11 +156,14 @@ def report(out: Path, before: dict, after: dict, seen: dict, traces: dict, final
     ax[1].set_xlabel("policy version")
     ax[1].set_ylabel("mean practice episode length [10 Hz steps]")
     stages = [str(s) for s in range(1, 5)]
-    width = 0.38
     x = np.arange(4)
-    ax[2].bar(x - width / 2, [before["reached_stage"][s] for s in stages], width, label="Stage 1")
-    ax[2].bar(x + width / 2, [after["reached_stage"][s] for s in stages], width,
-              label=f"after Stage 2 (v{final})")
+    rows = [("Stage 1 policy (v0)", before), (f"after Stage 2 (v{final})", after)]
+    if newest is not None:
+        rows.append((f"newest (v{newest[0]}, not kept)", newest[1]))
+    width = 0.8 / len(rows)
+    for i, (name, result) in enumerate(rows):
+        ax[2].bar(x + (i - (len(rows) - 1) / 2) * width,
+                  [result["reached_stage"][s] for s in stages], width, label=name)
     ax[2].set_xticks(x, ["touch", "lift", "peg-socket", "pin"])
     ax[2].set_ylabel("episodes reaching the stage (GT)")
     ax[2].set_ylim(0, 1)
@@ -168,15 +180,17 @@ def report(out: Path, before: dict, after: dict, seen: dict, traces: dict, final
                "kept_version": final, "policy_versions": versions,
                "detector_success_by_version": detector, "mean_length_by_version": lengths,
                "episodes": len(episodes), "ground_truth_change": change,
-               "throughput": throughput, "traces": traces, "minutes": minutes}
+               "throughput": throughput, "traces": traces, "minutes": minutes,
+               "newest_version": None if newest is None else newest[0],
+               "newest_ground_truth": None if newest is None else _brief(newest[1])}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     lat = throughput["policy_latency_ms_batch1"]
-    rows = "\n".join(
+    table = "\n".join(
         f"| {name} | {r['success_rate']:.3f} | "
         + " | ".join(f"{r['reached_stage'][s]:.2f}" for s in stages)
         + f" | {100 * r['closest_left_to_socket_m']:.1f}"
         + f" | {100 * r['closest_right_to_peg_m']:.1f} |"
-        for name, r in (("Stage 1 policy (v0)", before), (f"after Stage 2 (v{final})", after)))
+        for name, r in rows)
     (out / "report.md").write_text(f"""# efm demo-aloha: ALOHA insertion practice over ROS 2
 
 Ground truth from the simulator, {before['episodes']} evaluation seeds from
@@ -186,7 +200,7 @@ gripper's closest approach to its object (the scripted demonstrations reach ~3 c
 arms start ~26 cm away).
 
 {HEADER}
-{rows}
+{table}
 
 Change in success: {change['difference']:+.3f} (95% interval {change['ci95'][0]:+.3f} to
 {change['ci95'][1]:+.3f}, p = {change['p_value']:.3f}). v{final} is the version the
@@ -245,9 +259,17 @@ def main(argv: list[str] | None = None) -> int:
     final_version, final = kept_policy(seen, ckpt["policy"])
     after = ground_truth(final, args.eval_episodes, args.image_size,
                          args.out / f"eval_v{final_version}.json")
+    newest = newest_version(seen)
+    if newest is not None and newest[0] != final_version:
+        # what practice did to the policy, whether or not the rule kept it (evaluation
+        # only: nothing is chosen on it)
+        newest = (newest[0], ground_truth(newest[1], args.eval_episodes, args.image_size,
+                                          args.out / f"eval_v{newest[0]}.json"))
+    else:
+        newest = None
     traces["stage2"] = trace_and_plot(final, ckpt["reward"], (h, w), args.out, "stage2")
     report(args.out, before, after, seen, traces, final_version,
-           (time.monotonic() - started) / 60)
+           (time.monotonic() - started) / 60, newest)
     log(f"done in {(time.monotonic() - started) / 60:.1f} min")
     return 0
 

@@ -91,10 +91,11 @@ class InterbotixSimNode(Node):
                               read_only=True, min_value=0.1, max_value=60.0)
         seed = p.declare("sim.seed", 0, "Scene seed of the first reset.", read_only=True)
         self.max_catch_up = p.declare(
-            "sim.max_catch_up_steps", 5, "Physics steps one late tick may run to keep sim "
+            "sim.max_catch_up_steps", 1, "Physics steps one late tick may run to keep sim "
             "time with the wall clock, as real arms keep moving while the computer is busy "
-            "(1: one step per tick, the sim slows down instead).", read_only=True,
-            min_value=1, max_value=50)
+            "(1: one step per tick, the sim slows down instead; more needs spare CPU: on 2 "
+            "loaded cores 5 kept the timer always due and starved the reset_scene service).",
+            read_only=True, min_value=1, max_value=50)
         leader_source = p.declare(
             "leaders.source", "", "What moves the two simulated leader arms: '' (no leaders) "
             "or 'demonstrator' (the scripted insertion demonstrator as the operator's hands).",
