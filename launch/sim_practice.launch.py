@@ -4,6 +4,8 @@ policy, episode_recorder and actor; one learner and one coordinator.
     ros2 launch efm_ros sim_practice.launch.py    # installed (colcon)
     ros2 launch launch/sim_practice.launch.py \
         params_file:=config/sim_practice.yaml    # source tree
+    ros2 launch efm_ros sim_practice.launch.py \
+        params_file:=config/aloha_sim_practice.yaml   # ALOHA: interbotix_sim + aloha_bridge
 
 The node table lives in efm_ros.node_set, which `python -m efm_ros.bringup` (no `launch`
 needed) uses too.
