@@ -13,7 +13,8 @@ ROS 2 (issue 14 item 5; paper Section 4.1.3, Appendices B, D.3, E.2).
    station (interbotix_sim + aloha_bridge, 10 Hz chunks executed at 50 Hz), the frozen
    Stage 1 model labelling rewards with the Section 4.1.3 success bonus, a learner and a
    coordinator whose GT-free plateau rule picks the version kept.
-5. The same evaluation of the kept version, throughput (control steps/s of the station,
+5. The same evaluation of the kept version (unless the rule kept the Stage 1 policy) and
+   of the newest version when the rule kept another, throughput (control steps/s of the station,
    batch-1 policy latency for a 70-token chunk) and a report folder (report.md,
    results.json, the figures).
 """
@@ -257,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     seen = practise(params, args.out, args.rounds, args.minutes,
                     compose=args.processes == "station", watch=(SIM_NODE, POLICY_NODE))
     final_version, final = kept_policy(seen, ckpt["policy"])
-    after = ground_truth(final, args.eval_episodes, args.image_size,
-                         args.out / f"eval_v{final_version}.json")
+    # the rule kept the Stage 1 policy: its evaluation and trace are the ones above
+    after = before if final_version == 0 else ground_truth(
+        final, args.eval_episodes, args.image_size, args.out / f"eval_v{final_version}.json")
     newest = newest_version(seen)
     if newest is not None and newest[0] != final_version:
         # what practice did to the policy, whether or not the rule kept it (evaluation
@@ -267,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                                           args.out / f"eval_v{newest[0]}.json"))
     else:
         newest = None
-    traces["stage2"] = trace_and_plot(final, ckpt["reward"], (h, w), args.out, "stage2")
+    if final_version != 0:
+        traces["stage2"] = trace_and_plot(final, ckpt["reward"], (h, w), args.out, "stage2")
     report(args.out, before, after, seen, traces, final_version,
            (time.monotonic() - started) / 60, newest)
     log(f"done in {(time.monotonic() - started) / 60:.1f} min")
