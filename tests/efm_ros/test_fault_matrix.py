@@ -12,6 +12,7 @@ import json
 import os
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from practice_graph import practice_yaml
@@ -37,6 +38,12 @@ def _logs(*graphs) -> str:
         f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
         for g in graphs for p in sorted(g.log_dir.glob("*.log"))
     )
+
+
+def _closed_bags(tmp_path: Path) -> list[Path]:
+    """Station 0's bags with metadata written (closed)."""
+    return [b for b in (tmp_path / "run" / "bags").glob("station_0/*")
+            if (b / "metadata.yaml").is_file()]
 
 
 @pytest.mark.slow
@@ -79,6 +86,10 @@ def test_kill9_and_restart_mid_round(ros_context, graph_factory, tiny_checkpoint
                           timeout=150 * ROUNDS), _logs(rest, restarted)
         assert spin_until(executor, lambda: versions and versions[-1] >= ROUNDS, timeout=30), (
             versions, _logs(restarted))
+        # a restarted recorder closes its first bag when its episode ends (under load that
+        # can come after the last weights): wait for one, the check below reads them all
+        assert spin_until(executor, lambda: bool(_closed_bags(tmp_path)), timeout=30), (
+            _logs(restarted))
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -93,8 +104,7 @@ def test_kill9_and_restart_mid_round(ros_context, graph_factory, tiny_checkpoint
         assert not {n: c for n, c in graph.poll().items()}, (graph.poll(), _logs(graph))
     from rosbags.highlevel import AnyReader
 
-    closed = [b for b in (tmp_path / "run" / "bags").glob("station_0/*")
-              if (b / "metadata.yaml").is_file()]
+    closed = _closed_bags(tmp_path)
     assert closed
     for bag in closed:  # every bag closed before or after the kill is readable
         with AnyReader([bag]) as reader:

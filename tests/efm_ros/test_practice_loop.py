@@ -142,7 +142,11 @@ def _spooled(folder) -> dict[str, int]:
 
     out = {}
     for path in folder.glob("*.cdr"):
-        msg = deserialize_message(path.read_bytes(), LabelledEpisode)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # the actor deleted it after the listing: not spooled
+            continue
+        msg = deserialize_message(data, LabelledEpisode)
         out[msg.episode_id] = int(msg.length)
     return out
 

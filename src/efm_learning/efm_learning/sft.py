@@ -48,7 +48,8 @@ from efm_learning.data import (
 from efm_learning.distributed import DistContext, init_distributed, shard_size, wrap_model
 from efm_learning.metrics import MetricLogger, plot_curves, read_metrics
 from efm_learning.models import EFM, make_model, model_config_from_dict
-from efm_learning.models.base import ACTION_TOKENS, STEPS_TO_GO_BIN
+from efm_learning.models.base import ACTION_TOKENS, STEPS_TO_GO_BIN, STEPS_TO_GO_PAST_BIN
+from efm_learning.rollout_labels import STEPS_TO_GO_CENSORED
 from efm_learning.stopping import ValidationBudget
 from efm_learning.success_detector import SuccessDetector, precision_recall
 from efm_sim import keys
@@ -83,6 +84,9 @@ def to_model_batch(model: EFM, batch: dict[str, Any]) -> dict[str, Any]:
     if keys.STEPS_TO_GO in batch:
         bins = model.encode_steps_to_go(batch[keys.STEPS_TO_GO])
         out[STEPS_TO_GO_BIN] = torch.as_tensor(bins, device=model.device)
+    if STEPS_TO_GO_CENSORED in batch:
+        out[STEPS_TO_GO_PAST_BIN] = torch.as_tensor(batch[STEPS_TO_GO_CENSORED],
+                                                    device=model.device)
     return out
 
 

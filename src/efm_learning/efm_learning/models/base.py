@@ -44,6 +44,9 @@ from efm_sim import keys
 ACTION_TOKENS = "action.tokens"
 #: batch key: int64 ``(B,)`` steps-to-go bin index (the Stage 1 label)
 STEPS_TO_GO_BIN = "steps_to_go.bin"
+#: batch key: bool ``(B,)`` optional: the bin is a lower bound, the label says "past this
+#: bin" (a policy rollout that never succeeded; efm_learning.rollout_labels)
+STEPS_TO_GO_PAST_BIN = "steps_to_go.past_bin"
 #: batch key: int64 ``(B,)`` instruction class (optional auxiliary objective, fn. 2)
 INSTRUCTION_ID = "instruction.id"
 
@@ -235,8 +238,21 @@ class EFM(nn.Module, abc.ABC):
         return -self.action_log_prob(batch, batch[ACTION_TOKENS]).mean()
 
     def steps_to_go_loss(self, batch: Batch) -> torch.Tensor:
-        """Steps-to-go NLL, ``-E[log p_steps-to-go(t' - t | o_t, g)]`` over bins."""
-        return F.cross_entropy(self.steps_to_go_logits(batch), batch[STEPS_TO_GO_BIN].long())
+        """Steps-to-go NLL, ``-E[log p_steps-to-go(t' - t | o_t, g)]`` over bins.
+
+        Rows flagged in :data:`STEPS_TO_GO_PAST_BIN` are censored labels (a rollout that
+        never succeeded, paper Section 6): their NLL is ``-log P(bin > label bin)``."""
+        logits = self.steps_to_go_logits(batch)
+        bins = batch[STEPS_TO_GO_BIN].long()
+        past = batch.get(STEPS_TO_GO_PAST_BIN)
+        if past is None:
+            return F.cross_entropy(logits, bins)
+        log_p = F.log_softmax(logits, dim=-1)
+        exact = -log_p.gather(1, bins[:, None])[:, 0]
+        above = torch.arange(logits.shape[-1], device=logits.device)[None] > bins[:, None]
+        above[:, -1] = True  # the last bin always counts as past (it holds ">= max")
+        censored = -torch.logsumexp(log_p.masked_fill(~above, float("-inf")), dim=-1)
+        return torch.where(past.bool(), censored, exact).mean()
 
     def instruction_loss(self, batch: Batch) -> torch.Tensor:
         """Instruction-prediction NLL (optional auxiliary, Section 2.1 footnote 2)."""
