@@ -92,10 +92,13 @@ def demo_source(cfg: Any, model: Any, capacity: int, seed: int) -> Any:
     return lambda n, rng: sampler.pool.sample("steps_to_go", n, rng)
 
 
-def detector_report(episodes: list[Any], models: dict[str, Any]) -> dict[str, Any]:
+def detector_report(episodes: list[Any], models: dict[str, Any], scored_by: str
+                    ) -> dict[str, Any]:
+    """Grid and tuning-rule choice per reward model; ``episodes`` already carry the d of
+    ``models[scored_by]``, the others are rescored."""
     out = {}
     for name, model in models.items():
-        grid = detector_grid(rescored(episodes, model))
+        grid = detector_grid(episodes if name == scored_by else rescored(episodes, model))
         out[name] = {"grid": grid, "chosen": choose_detector(grid)}
     return out
 
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         episodes = detector_rollouts(cfg, policy, stage1_reward, seeds)
         results[split] = {
             "episodes_reaching_gt_success": int(sum(e.gt_success[1:].any() for e in episodes)),
-            **detector_report(episodes, models),
+            **detector_report(episodes, models, scored_by="stage1"),
         }
         for name in models:
             echo(f"[detector] {split} {name}: chosen {_brief(results[split][name]['chosen'])}")

@@ -30,9 +30,8 @@ import torch
 
 from efm_learning.checkpoint import save_checkpoint
 from efm_learning.models import EFM
-from efm_learning.rollout_labels import STEPS_TO_GO_CENSORED, LabelledRollouts
+from efm_learning.rollout_labels import LabelledRollouts
 from efm_learning.sft import to_model_batch
-from efm_sim import keys
 
 
 @dataclass
@@ -59,21 +58,18 @@ DemoSource = Callable[[int, np.random.Generator], dict[str, Any]]
 
 
 @torch.no_grad()
-def rollout_losses(model: EFM, rollouts: LabelledRollouts, n: int = 1024,
-                   seed: int = 1) -> dict[str, float]:
-    """Steps-to-go NLL on (held-out) labelled rollouts, exact and censored rows apart."""
+def rollout_losses(model: EFM, rollouts: LabelledRollouts, n: int = 2048) -> dict[str, float]:
+    """Steps-to-go NLL on the first ``n`` (held-out) labelled rollout rows, exact and
+    censored rows apart."""
     was_training = model.training
     model.eval()
-    batch = rollouts.sample(min(n, len(rollouts)), np.random.default_rng(seed))
-    past = np.asarray(batch[STEPS_TO_GO_CENSORED])
+    first = np.arange(min(n, len(rollouts)))
     out = {}
-    for name, rows in (("exact", ~past), ("censored", past)):
-        if rows.any():
-            part = {k: (np.asarray(v)[rows] if k != keys.INSTRUCTION
-                        else [s for s, r in zip(v, rows, strict=True) if r])
-                    for k, v in batch.items()}
-            out[f"rollouts/{name}_loss"] = float(model.steps_to_go_loss(
-                to_model_batch(model, part)))
+    for name, rows in (("exact", first[~rollouts.censored[first]]),
+                       ("censored", first[rollouts.censored[first]])):
+        if len(rows):
+            batch = to_model_batch(model, rollouts.rows(rows))
+            out[f"rollouts/{name}_loss"] = float(model.steps_to_go_loss(batch))
     model.train(was_training)
     return out
 

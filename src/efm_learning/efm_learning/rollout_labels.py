@@ -106,8 +106,12 @@ class LabelledRollouts:
         return len(self.labels)
 
     def sample(self, n: int, rng: np.random.Generator) -> dict[str, Any]:
-        """A numpy steps-to-go batch (the Stage 1 pool's keys plus the censored flag)."""
-        pick = rng.integers(0, len(self), size=n)
+        """A numpy steps-to-go batch of ``n`` random rows."""
+        return self.rows(rng.integers(0, len(self), size=n))
+
+    def rows(self, pick: np.ndarray) -> dict[str, Any]:
+        """Rows ``pick`` as a numpy steps-to-go batch (the Stage 1 pool's keys plus the
+        censored flag)."""
         batch: dict[str, Any] = {k: v[pick] for k, v in self.observations.items()}
         batch[keys.INSTRUCTION] = [str(s) for s in self.instructions[pick]]
         batch[keys.STEPS_TO_GO] = self.labels[pick]
