@@ -23,11 +23,11 @@ setup:
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# Two pytest workers (pytest-xdist), one test file each at a time: most ROS tests wait on
-# the graph, so the suite takes ~13 min here instead of ~17 (tests claim their own ROS
-# domain through a file lock, tests/ros_harness.py).
+# Two pytest workers (pytest-xdist): most ROS tests wait on the graph. tests/conftest.py
+# makes each file one unit (a few long files spread test by test) and hands units out
+# heaviest first; tests claim their own ROS domain through a file lock (tests/ros_harness.py).
 test: setup lint
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder
 
 # The main job: PushTable Block2Block practice over ROS 2 with two simulated stations
 # (camera images, conv_efm, 4 blocks, 64 px). Stage 1 is the shipped release
